@@ -1,0 +1,1 @@
+//! Input guards (filled by the guard work).

@@ -1,0 +1,1 @@
+//! The case model (filled by the model work).
