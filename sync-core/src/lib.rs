@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no IO, reads no clock and draws no
 //! randomness. Time, ids and random bytes are always parameters.
 
+pub mod engine;
 pub mod guard;
 pub mod ids;
 pub mod model;

@@ -1,0 +1,252 @@
+//! One document synced with many peers, with the durability gate.
+//!
+//! [`DocSync`] owns an automerge document and one sync [`State`] per peer. It
+//! is used by the server's document actor (many peers) and by the device (one
+//! peer: the server).
+//!
+//! **Durability gate.** Every change that enters the document (from a peer or
+//! from a local edit) is handed out as a [`PersistRequest`]. Until the driver
+//! reports it durable with [`DocSync::handle_persisted`], no sync message is
+//! generated for any peer. A sync message carries our heads, and heads that
+//! include a change tell the peer the change is stored; so the server never
+//! acknowledges a change before it is committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync::{State, SyncDoc};
+use automerge::{Automerge, Change, ChangeHash};
+
+use crate::guard::{self, GuardError, Limits};
+use crate::ids::PeerId;
+
+/// Changes that must be stored durably before anything is acknowledged.
+#[derive(Debug)]
+pub struct PersistRequest {
+    /// Pass back to [`DocSync::handle_persisted`] once stored.
+    pub token: u64,
+    /// The new changes, in an order where dependencies come first.
+    pub changes: Vec<Change>,
+    /// Which peer delivered them; `None` for local edits.
+    pub from: Option<PeerId>,
+}
+
+#[derive(Debug)]
+struct PeerSync {
+    state: State,
+    /// The peer may read but its changes are not applied.
+    read_only: bool,
+}
+
+/// A document and its per-peer sync states.
+#[derive(Debug)]
+pub struct DocSync {
+    doc: Automerge,
+    peers: BTreeMap<PeerId, PeerSync>,
+    limits: Limits,
+    next_token: u64,
+    /// Tokens handed out and not yet reported durable.
+    in_flight: BTreeSet<u64>,
+    /// Persist requests not yet taken by the driver.
+    pending: Vec<PersistRequest>,
+    /// Heads of the document as of the last moment all its changes were
+    /// durable.
+    durable_heads: Vec<ChangeHash>,
+}
+
+impl DocSync {
+    /// Wraps a document whose changes are all durable already (loaded from
+    /// storage, or fresh).
+    pub fn new(doc: Automerge, limits: Limits) -> Self {
+        let durable_heads = doc.get_heads();
+        Self {
+            doc,
+            peers: BTreeMap::new(),
+            limits,
+            next_token: 0,
+            in_flight: BTreeSet::new(),
+            pending: Vec::new(),
+            durable_heads,
+        }
+    }
+
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Heads as of the last time every change was durable.
+    pub fn durable_heads(&self) -> &[ChangeHash] {
+        &self.durable_heads
+    }
+
+    /// True while some change is not yet durable.
+    pub fn is_persisting(&self) -> bool {
+        !self.in_flight.is_empty() || !self.pending.is_empty()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
+    pub fn has_peer(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Starts syncing with a peer. `persisted` is what [`Self::remove_peer`]
+    /// returned at the end of the peer's previous connection, if anything;
+    /// broken or hostile persisted state is dropped in favour of a fresh one.
+    pub fn add_peer(&mut self, peer: PeerId, persisted: Option<&[u8]>, read_only: bool) {
+        let mut state = persisted
+            .and_then(|b| guard::decode_sync_state(b, &self.limits).ok())
+            .unwrap_or_default();
+        if read_only {
+            state.set_read_only(true);
+        }
+        self.peers.insert(peer, PeerSync { state, read_only });
+    }
+
+    /// Stops syncing with a peer, returning the part of its sync state worth
+    /// keeping for its next connection (automerge keeps only the shared
+    /// heads across connections).
+    pub fn remove_peer(&mut self, peer: &PeerId) -> Option<Vec<u8>> {
+        self.peers.remove(peer).map(|p| p.state.encode())
+    }
+
+    /// The persistable part of a connected peer's sync state.
+    pub fn encode_peer_state(&self, peer: &PeerId) -> Option<Vec<u8>> {
+        self.peers.get(peer).map(|p| p.state.encode())
+    }
+
+    /// Applies a sync message from a peer (through the guards). New changes
+    /// become a [`PersistRequest`].
+    ///
+    /// On `Err(GuardError::AutomergePanicked)` the document may be
+    /// inconsistent: the caller must drop this `DocSync` and reload from
+    /// storage.
+    pub fn handle_sync(&mut self, peer: &PeerId, data: &[u8]) -> Result<(), DocSyncError> {
+        let heads_before = self.doc.get_heads();
+        let entry = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
+        guard::receive_sync_message(&mut self.doc, &mut entry.state, data, &self.limits)?;
+        if entry.read_only {
+            // automerge's read-only state ignores changes; nothing to persist.
+            return Ok(());
+        }
+        self.queue_new_changes(&heads_before, Some(peer.clone()));
+        Ok(())
+    }
+
+    /// Runs a local edit. `f` gets the document; whatever changes it commits
+    /// are queued for persistence like a peer's.
+    pub fn edit<T>(&mut self, f: impl FnOnce(&mut Automerge) -> T) -> T {
+        let heads_before = self.doc.get_heads();
+        let out = f(&mut self.doc);
+        self.queue_new_changes(&heads_before, None);
+        out
+    }
+
+    fn queue_new_changes(&mut self, heads_before: &[ChangeHash], from: Option<PeerId>) {
+        if self.doc.get_heads() == heads_before {
+            return;
+        }
+        let changes: Vec<Change> = self.doc.get_changes(heads_before).into_iter().collect();
+        if changes.is_empty() {
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.in_flight.insert(token);
+        self.pending.push(PersistRequest {
+            token,
+            changes,
+            from,
+        });
+    }
+
+    /// Changes the driver must store now.
+    pub fn take_persist_requests(&mut self) -> Vec<PersistRequest> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Reports a persist request durable. When nothing else is in flight the
+    /// gate opens and [`Self::poll_outgoing`] produces messages again.
+    pub fn handle_persisted(&mut self, token: u64) {
+        self.in_flight.remove(&token);
+        if !self.is_persisting() {
+            self.durable_heads = self.doc.get_heads();
+        }
+    }
+
+    /// Reports a persist request failed. The changes stay in memory but are
+    /// not acknowledged; the caller should drop this document and reload it
+    /// from storage, after which the peers re-send what was lost.
+    pub fn handle_persist_failed(&mut self, token: u64) {
+        self.in_flight.remove(&token);
+        // Keep the gate closed for good: a token that can never complete.
+        self.in_flight.insert(u64::MAX);
+    }
+
+    /// True when the gate is closed for good after a storage failure.
+    pub fn is_poisoned(&self) -> bool {
+        self.in_flight.contains(&u64::MAX)
+    }
+
+    /// Sync messages to send, one per peer at most, as raw automerge sync
+    /// message bytes. Empty while any change is not yet durable.
+    pub fn poll_outgoing(&mut self) -> Vec<(PeerId, Vec<u8>)> {
+        if self.is_persisting() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (peer, p) in self.peers.iter_mut() {
+            if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
+                out.push((peer.clone(), msg.encode()));
+            }
+        }
+        out
+    }
+
+    /// Like [`Self::poll_outgoing`] for one peer.
+    pub fn poll_outgoing_for(&mut self, peer: &PeerId) -> Option<Vec<u8>> {
+        if self.is_persisting() {
+            return None;
+        }
+        let p = self.peers.get_mut(peer)?;
+        self.doc
+            .generate_sync_message(&mut p.state)
+            .map(|m| m.encode())
+    }
+
+    /// The heads the peer is known to have, from its last sync message.
+    pub fn peer_heads(&self, peer: &PeerId) -> Option<&[ChangeHash]> {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.state.their_heads.as_deref())
+    }
+
+    /// Heads both sides are known to share.
+    pub fn shared_heads(&self, peer: &PeerId) -> Option<&[ChangeHash]> {
+        self.peers
+            .get(peer)
+            .map(|p| p.state.shared_heads.as_slice())
+    }
+
+    /// Drops everything and returns the document; for unloading.
+    pub fn into_doc(self) -> Automerge {
+        self.doc
+    }
+}
+
+/// Why a sync message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DocSyncError {
+    #[error("peer {0} has not opened this document")]
+    UnknownPeer(PeerId),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+}
