@@ -77,6 +77,28 @@ struct DeviceDoc {
     unavailable: bool,
 }
 
+impl DeviceDoc {
+    /// Adds hashes the server reported durable. Unknown hashes (changes we
+    /// have not received yet) say nothing about ours and are skipped; hashes
+    /// that are dependencies of others are pruned to keep the set small.
+    fn acknowledge(&mut self, hashes: impl IntoIterator<Item = ChangeHash>) {
+        let doc = self.sync.doc();
+        let mut set: std::collections::BTreeSet<ChangeHash> =
+            self.acked_heads.iter().copied().collect();
+        set.extend(
+            hashes
+                .into_iter()
+                .filter(|h| doc.get_change_meta_by_hash(h).is_some()),
+        );
+        let deps: std::collections::BTreeSet<ChangeHash> = set
+            .iter()
+            .filter_map(|h| doc.get_change_meta_by_hash(h))
+            .flat_map(|m| m.deps.iter().copied().collect::<Vec<_>>())
+            .collect();
+        self.acked_heads = set.into_iter().filter(|h| !deps.contains(h)).collect();
+    }
+}
+
 /// A device's replica of its cases.
 #[derive(Debug)]
 pub struct Device {
@@ -245,6 +267,18 @@ impl Device {
                 ..
             } => {
                 let server_storage = metadata.and_then(|m| m.storage_id);
+                // Ask for the server storage's heads: the server announces
+                // them once changes are durable, which is how the device
+                // knows its edits are saved even when no sync reply follows.
+                if let Some(storage) = &server_storage {
+                    self.outbox
+                        .push_back(protocol::encode(&Message::RemoteSubscriptionChange {
+                            sender_id: self.peer_id.clone(),
+                            target_id: sender_id.clone(),
+                            add: vec![storage.clone()],
+                            remove: vec![],
+                        }));
+                }
                 for d in self.docs.values_mut() {
                     d.sync
                         .add_peer(sender_id.clone(), d.saved_state.as_deref(), false);
@@ -288,8 +322,11 @@ impl Device {
                         super::doc::DocSyncError::UnknownPeer(_) => DeviceError::NotConnected,
                     })?;
                 entry.unavailable = false;
+                // The server only sends heads that are durable, so shared
+                // heads are acknowledged ones.
                 if let Some(shared) = entry.sync.shared_heads(&server) {
-                    entry.acked_heads = shared.to_vec();
+                    let shared = shared.to_vec();
+                    entry.acknowledge(shared);
                 }
                 if entry.sync.doc().get_heads() != before {
                     self.events.push_back(DeviceEvent::DocChanged(document_id));
@@ -305,9 +342,35 @@ impl Device {
             Message::Error { message, .. } => {
                 self.events.push_back(DeviceEvent::ServerError(message));
             }
-            // Presence and heads gossip are not used by the device engine yet.
+            Message::RemoteHeadsChanged {
+                sender_id,
+                document_id,
+                new_heads,
+                ..
+            } => {
+                let Link::Ready {
+                    server,
+                    server_storage: Some(storage),
+                } = &self.link
+                else {
+                    return Ok(());
+                };
+                if sender_id != *server {
+                    return Ok(());
+                }
+                let (Some(heads), Some(entry)) =
+                    (new_heads.get(storage), self.docs.get_mut(&document_id))
+                else {
+                    return Ok(());
+                };
+                let known = heads
+                    .heads
+                    .iter()
+                    .filter_map(|h| h.parse::<ChangeHash>().ok());
+                entry.acknowledge(known);
+            }
+            // Presence is not used by the device engine yet.
             Message::Ephemeral { .. }
-            | Message::RemoteHeadsChanged { .. }
             | Message::RemoteSubscriptionChange { .. }
             | Message::Join { .. }
             | Message::Leave { .. } => {}
