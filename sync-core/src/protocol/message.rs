@@ -30,10 +30,28 @@ pub struct PeerMetadata {
 /// The heads a peer reports for a document in one storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteHeads {
-    /// Change hashes, hex encoded as automerge-repo sends them.
+    /// Change hashes, bs58check encoded as automerge-repo sends them (see
+    /// [`encode_head`]).
     pub heads: Vec<String>,
     /// Milliseconds since the Unix epoch, as given by the sender.
     pub timestamp: u64,
+}
+
+/// Encodes a change hash as automerge-repo writes heads in
+/// `remote-heads-changed`: bs58check of the 32 bytes.
+pub fn encode_head(hash: &automerge::ChangeHash) -> String {
+    bs58::encode(hash.0).with_check().into_string()
+}
+
+/// Decodes a head written by [`encode_head`]; `None` if it is not one.
+pub fn decode_head(s: &str) -> Option<automerge::ChangeHash> {
+    // 32 bytes + 4 checksum bytes is at most 50 base58 characters.
+    if s.len() > 60 {
+        return None;
+    }
+    let bytes = bs58::decode(s).with_check(None).into_vec().ok()?;
+    let arr: [u8; 32] = bytes.as_slice().try_into().ok()?;
+    Some(automerge::ChangeHash(arr))
 }
 
 /// One protocol message.
@@ -297,6 +315,16 @@ fn read_metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
                         })?);
                 }
             },
+            "isEphemeral" => match d.datatype()? {
+                Type::Bool => meta.is_ephemeral = d.bool()?,
+                Type::Undefined | Type::Null => d.skip()?,
+                _ => {
+                    return Err(DecodeError::WrongType {
+                        field: "peerMetadata.isEphemeral",
+                        expected: "bool",
+                    })
+                }
+            },
             _ => d.skip()?,
         }
     }
@@ -363,6 +391,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut fields: BTreeMap<&str, Field<'_>> = BTreeMap::new();
     for _ in 0..n {
         let key = read_str(&mut d, "<key>")?;
+        if matches!(d.datatype()?, Type::Undefined | Type::Null) {
+            // automerge-repo writes `undefined` for absent optional fields.
+            d.skip()?;
+            continue;
+        }
         let value = match key {
             "type"
             | "senderId"

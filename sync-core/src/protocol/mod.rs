@@ -3,5 +3,6 @@
 pub mod message;
 
 pub use message::{
-    decode, encode, DecodeError, Message, PeerMetadata, RemoteHeads, PROTOCOL_VERSION,
+    decode, decode_head, encode, encode_head, DecodeError, Message, PeerMetadata, RemoteHeads,
+    PROTOCOL_VERSION,
 };

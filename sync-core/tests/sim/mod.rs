@@ -189,7 +189,11 @@ impl SimServer {
         for (id, d) in self.docs.iter_mut() {
             // Tell subscribed peers what is durable now (the device's "saved
             // to the server" signal).
-            let durable: Vec<String> = d.durable_heads().iter().map(|h| h.to_string()).collect();
+            let durable: Vec<String> = d
+                .durable_heads()
+                .iter()
+                .map(sync_core::protocol::encode_head)
+                .collect();
             for (conn, s) in self.sessions.iter_mut() {
                 if s.wants_server_heads() && d.has_peer(s.peer()) {
                     let last = self.heads_sent.entry((*conn, *id)).or_default();
