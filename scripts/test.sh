@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of casesync. This is the README's test command, and
+# .ci/run calls exactly this. It installs what it needs (the wasm target,
+# npm packages) so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32 target"
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "sync-core is pure: no IO/runtime crates in its dependency tree"
+forbidden='^(tokio|rusqlite|axum|wasm-bindgen|hyper|mio) '
+if cargo tree -p sync-core -e normal --prefix none | grep -E "$forbidden"; then
+  echo "sync-core must not depend on the crates above" >&2
+  exit 1
+fi
+if cargo tree -p sync-core -e normal --prefix none --depth 1 --target wasm32-unknown-unknown \
+    | grep -E "$forbidden"; then
+  echo "sync-core must not depend directly on the crates above (wasm32)" >&2
+  exit 1
+fi
+
+step "sync-core builds for wasm32-unknown-unknown"
+cargo build -p sync-core --target wasm32-unknown-unknown
+
+if [ -f tests/js/package-lock.json ]; then
+  step "npm packages for the interop tests (from package-lock.json)"
+  (cd tests/js && npm ci --no-audit --no-fund)
+fi
+
+step "cargo test (workspace)"
+cargo test --workspace
