@@ -1,0 +1,618 @@
+//! Document actors: each loaded case is owned by one task.
+//!
+//! The actor applies guarded changes through [`DocSync`], persists them
+//! through the group committer, and only then lets `DocSync` produce sync
+//! messages (the durability gate), which it fans out to every connection
+//! that has the document open. A panic inside one actor ends only that
+//! document's sessions; the next request reloads it from storage. An actor
+//! with no peers for `idle_unload` exits, so memory follows the active set.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::{Automerge, ChangeHash};
+use futures_util::FutureExt;
+use sync_core::engine::{Access, DocSync, PersistRequest};
+use sync_core::guard::{self, Limits};
+use sync_core::ids::{DocumentId, PeerId};
+use sync_core::protocol::encode_head;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::store::{ChangeRecord, Store, WriteBatch, WriteOp};
+
+/// What a document actor sends to one connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Sync {
+        document: DocumentId,
+        data: Vec<u8>,
+    },
+    /// Durable heads of the server's storage, bs58check encoded.
+    RemoteHeads {
+        document: DocumentId,
+        heads: Vec<String>,
+    },
+    Ephemeral {
+        from: PeerId,
+        document: DocumentId,
+        count: u64,
+        session_id: String,
+        data: Vec<u8>,
+    },
+    /// The document refused this peer's input, or failed: close.
+    Close { reason: String },
+}
+
+/// Who delivered a sync message, for the change log's provenance.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    pub user: String,
+    pub device: String,
+}
+
+/// Identifies one connection's use of a document.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    pub peer: PeerId,
+    pub conn_id: u64,
+    /// `device/storageId` (or the device alone): the key of the persisted
+    /// sync state, so a reconnect costs what changed.
+    pub sync_key: String,
+    pub provenance: Provenance,
+    pub access: Access,
+    pub wants_heads: bool,
+    pub tx: mpsc::Sender<Outbound>,
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Open(PeerHandle),
+    Sync {
+        conn_id: u64,
+        data: Vec<u8>,
+        received_at_ms: i64,
+    },
+    Ephemeral {
+        conn_id: u64,
+        count: u64,
+        session_id: String,
+        data: Vec<u8>,
+    },
+    WantsHeads {
+        conn_id: u64,
+        wants: bool,
+    },
+    Close {
+        conn_id: u64,
+    },
+    Persisted {
+        token: u64,
+        ok: bool,
+    },
+    Read {
+        reply: oneshot::Sender<Automerge>,
+    },
+}
+
+/// Actor tuning.
+#[derive(Debug, Clone)]
+pub struct DocsConfig {
+    pub limits: Limits,
+    /// How long a document with no sessions stays loaded.
+    pub idle_unload: Duration,
+    /// Commands queued per document before senders wait.
+    pub queue: usize,
+}
+
+impl Default for DocsConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            idle_unload: Duration::from_secs(60),
+            queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Handle {
+    generation: u64,
+    tx: mpsc::Sender<Cmd>,
+}
+
+/// The registry of loaded documents.
+#[derive(Debug, Clone)]
+pub struct Docs {
+    inner: Arc<DocsInner>,
+}
+
+#[derive(Debug)]
+struct DocsInner {
+    // A std Mutex: held only to look up or insert a handle, never across an
+    // `.await`.
+    loaded: Mutex<HashMap<DocumentId, Handle>>,
+    next_generation: std::sync::atomic::AtomicU64,
+    store: Store,
+    config: DocsConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a document could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("document not found")]
+    NotFound,
+    #[error("document could not be loaded: {0}")]
+    Load(String),
+    #[error("document actor stopped")]
+    Stopped,
+}
+
+impl Docs {
+    pub fn new(store: Store, config: DocsConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Arc::new(DocsInner {
+                loaded: Mutex::new(HashMap::new()),
+                next_generation: std::sync::atomic::AtomicU64::new(1),
+                store,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    /// Number of documents currently loaded.
+    pub fn loaded_count(&self) -> usize {
+        self.inner.loaded.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn lookup(&self, doc: &DocumentId) -> Option<Handle> {
+        let map = self.inner.loaded.lock().ok()?;
+        map.get(doc).filter(|h| !h.tx.is_closed()).cloned()
+    }
+
+    /// The actor of a document, loading it if needed.
+    async fn handle(&self, doc: DocumentId) -> Result<Handle, DocError> {
+        if let Some(h) = self.lookup(&doc) {
+            return Ok(h);
+        }
+        let loaded = self
+            .inner
+            .store
+            .load_document(doc)
+            .await
+            .map_err(|e| DocError::Load(e.to_string()))?
+            .ok_or(DocError::NotFound)?;
+        let limits = self.inner.config.limits.clone();
+        // Rebuilding a document is CPU work: keep it off the executor.
+        let automerge = tokio::task::spawn_blocking(move || -> Result<Automerge, String> {
+            let mut doc = match &loaded.snapshot {
+                Some(s) => guard::load_document(s, &limits).map_err(|e| e.to_string())?,
+                None => Automerge::new(),
+            };
+            for c in &loaded.changes {
+                guard::load_changes(&mut doc, c, &limits).map_err(|e| e.to_string())?;
+            }
+            Ok(doc)
+        })
+        .await
+        .map_err(|e| DocError::Load(e.to_string()))?
+        .map_err(DocError::Load)?;
+
+        let mut map = self
+            .inner
+            .loaded
+            .lock()
+            .map_err(|_| DocError::Load("registry poisoned".into()))?;
+        // Another task may have loaded it meanwhile.
+        if let Some(h) = map.get(&doc).filter(|h| !h.tx.is_closed()) {
+            return Ok(h.clone());
+        }
+        let generation = self
+            .inner
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.config.queue);
+        let handle = Handle {
+            generation,
+            tx: tx.clone(),
+        };
+        map.insert(doc, handle.clone());
+        drop(map);
+        self.inner.metrics.docs_loaded.inc();
+        let subscribers: Subscribers = Arc::default();
+        let actor = Actor {
+            id: doc,
+            sync: DocSync::new(automerge, self.inner.config.limits.clone()),
+            peers: HashMap::new(),
+            store: self.inner.store.clone(),
+            self_tx: tx,
+            heads_sent: HashMap::new(),
+            pending: HashSet::new(),
+            metrics: self.inner.metrics.clone(),
+            subscribers: subscribers.clone(),
+        };
+        let docs = self.clone();
+        let idle = self.inner.config.idle_unload;
+        tokio::spawn(async move {
+            let result = AssertUnwindSafe(actor.run(rx, idle)).catch_unwind().await;
+            docs.unregister(&doc, generation);
+            docs.inner.metrics.docs_loaded.dec();
+            let reason = match result {
+                Ok(reason) => reason,
+                Err(_) => {
+                    docs.inner.metrics.actor_panics.inc();
+                    tracing::error!(document = %doc, "document actor panicked; its sessions are closed and it reloads on next use");
+                    "document failed; reconnect"
+                }
+            };
+            // End the sessions of this document only. Their devices
+            // reconnect and resume from their persisted sync states.
+            let subs = subscribers
+                .lock()
+                .map(|mut m| std::mem::take(&mut *m))
+                .unwrap_or_default();
+            for (_, tx) in subs {
+                let _ = tx.try_send(Outbound::Close {
+                    reason: reason.to_owned(),
+                });
+            }
+        });
+        Ok(handle)
+    }
+
+    fn unregister(&self, doc: &DocumentId, generation: u64) {
+        if let Ok(mut map) = self.inner.loaded.lock() {
+            if map.get(doc).is_some_and(|h| h.generation == generation) {
+                map.remove(doc);
+            }
+        }
+    }
+
+    async fn send(&self, doc: DocumentId, cmd: Cmd) -> Result<(), DocError> {
+        let h = self.handle(doc).await?;
+        h.tx.send(cmd).await.map_err(|_| DocError::Stopped)
+    }
+
+    pub async fn open(&self, doc: DocumentId, peer: PeerHandle) -> Result<(), DocError> {
+        self.send(doc, Cmd::Open(peer)).await
+    }
+
+    pub async fn sync(
+        &self,
+        doc: DocumentId,
+        conn_id: u64,
+        data: Vec<u8>,
+        received_at_ms: i64,
+    ) -> Result<(), DocError> {
+        self.send(
+            doc,
+            Cmd::Sync {
+                conn_id,
+                data,
+                received_at_ms,
+            },
+        )
+        .await
+    }
+
+    pub async fn ephemeral(
+        &self,
+        doc: DocumentId,
+        conn_id: u64,
+        count: u64,
+        session_id: String,
+        data: Vec<u8>,
+    ) -> Result<(), DocError> {
+        // Presence is not worth loading a document for.
+        let Some(h) = self.lookup(&doc) else {
+            return Ok(());
+        };
+        h.tx.send(Cmd::Ephemeral {
+            conn_id,
+            count,
+            session_id,
+            data,
+        })
+        .await
+        .map_err(|_| DocError::Stopped)
+    }
+
+    pub async fn wants_heads(&self, doc: DocumentId, conn_id: u64, wants: bool) {
+        if let Some(h) = self.lookup(&doc) {
+            let _ = h.tx.send(Cmd::WantsHeads { conn_id, wants }).await;
+        }
+    }
+
+    /// A connection stops using a document. Never loads it.
+    pub async fn close(&self, doc: DocumentId, conn_id: u64) {
+        if let Some(h) = self.lookup(&doc) {
+            let _ = h.tx.send(Cmd::Close { conn_id }).await;
+        }
+    }
+
+    /// A copy of the current document.
+    pub async fn read(&self, doc: DocumentId) -> Result<Automerge, DocError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(doc, Cmd::Read { reply }).await?;
+        rx.await.map_err(|_| DocError::Stopped)
+    }
+}
+
+struct Actor {
+    id: DocumentId,
+    sync: DocSync,
+    peers: HashMap<u64, PeerHandle>,
+    store: Store,
+    self_tx: mpsc::Sender<Cmd>,
+    heads_sent: HashMap<u64, Vec<ChangeHash>>,
+    /// Persist tokens in flight.
+    pending: HashSet<u64>,
+    metrics: Arc<Metrics>,
+    /// The connections with this document open, shared with the supervisor
+    /// so it can close them even after a panic.
+    subscribers: Subscribers,
+}
+
+type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor").field("id", &self.id).finish()
+    }
+}
+
+impl Actor {
+    /// Runs until idle or failed; returns why it stopped.
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, idle: Duration) -> &'static str {
+        let mut reason = "document unloaded";
+        loop {
+            let cmd = if self.peers.is_empty() && self.pending.is_empty() {
+                match tokio::time::timeout(idle, rx.recv()).await {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) | Err(_) => break,
+                }
+            } else {
+                match rx.recv().await {
+                    Some(cmd) => cmd,
+                    None => break,
+                }
+            };
+            self.handle(cmd).await;
+            if self.sync.is_poisoned() {
+                // Storage failed under us: the in-memory document holds
+                // changes that are not durable. Drop it; peers reconnect and
+                // re-send, and the document reloads from what is stored.
+                reason = "storage failure; reconnect";
+                break;
+            }
+            self.route();
+        }
+        // Close the channel so `Docs::lookup` sees the actor is gone.
+        rx.close();
+        reason
+    }
+
+    fn remove_conn(&mut self, conn_id: u64) -> Option<PeerHandle> {
+        let p = self.peers.remove(&conn_id)?;
+        self.heads_sent.remove(&conn_id);
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.remove(&conn_id);
+        }
+        Some(p)
+    }
+
+    async fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Open(peer) => {
+                let saved = self
+                    .store
+                    .load_sync_state(self.id, peer.sync_key.clone())
+                    .await
+                    .ok()
+                    .flatten();
+                let read_only = peer.access == Access::Read;
+                // A reconnect of the same peer replaces its old session.
+                if self.sync.has_peer(&peer.peer) {
+                    self.sync.remove_peer(&peer.peer);
+                    let old: Vec<u64> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, p)| p.peer == peer.peer)
+                        .map(|(c, _)| *c)
+                        .collect();
+                    for c in old {
+                        self.remove_conn(c);
+                    }
+                }
+                self.sync
+                    .add_peer(peer.peer.clone(), saved.as_deref(), read_only);
+                if let Ok(mut subs) = self.subscribers.lock() {
+                    subs.insert(peer.conn_id, peer.tx.clone());
+                }
+                self.peers.insert(peer.conn_id, peer);
+            }
+            Cmd::Sync {
+                conn_id,
+                data,
+                received_at_ms,
+            } => {
+                let Some(peer) = self.peers.get(&conn_id) else {
+                    return;
+                };
+                let peer_id = peer.peer.clone();
+                let provenance = peer.provenance.clone();
+                match self.sync.handle_sync(&peer_id, &data) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.metrics.rejected_inputs.inc();
+                        tracing::warn!(document = %self.id, peer = %peer_id, error = %e, "sync message refused");
+                        if let Some(p) = self.remove_conn(conn_id) {
+                            self.sync.remove_peer(&p.peer);
+                            let _ = p.tx.try_send(Outbound::Close {
+                                reason: format!("refused: {e}"),
+                            });
+                        }
+                        if matches!(
+                            e,
+                            sync_core::engine::DocSyncError::Guard(
+                                sync_core::guard::GuardError::AutomergePanicked { .. }
+                            )
+                        ) {
+                            // The document may be inconsistent: force a reload.
+                            panic!("automerge panicked on peer input; reloading document");
+                        }
+                        return;
+                    }
+                }
+                for req in self.sync.take_persist_requests() {
+                    self.persist(req, &provenance, received_at_ms);
+                }
+            }
+            Cmd::Ephemeral {
+                conn_id,
+                count,
+                session_id,
+                data,
+            } => {
+                let Some(from) = self.peers.get(&conn_id).map(|p| p.peer.clone()) else {
+                    return;
+                };
+                for (c, p) in &self.peers {
+                    if *c != conn_id {
+                        let _ = p.tx.try_send(Outbound::Ephemeral {
+                            from: from.clone(),
+                            document: self.id,
+                            count,
+                            session_id: session_id.clone(),
+                            data: data.clone(),
+                        });
+                    }
+                }
+            }
+            Cmd::WantsHeads { conn_id, wants } => {
+                if let Some(p) = self.peers.get_mut(&conn_id) {
+                    p.wants_heads = wants;
+                }
+            }
+            Cmd::Close { conn_id } => {
+                if let Some(p) = self.remove_conn(conn_id) {
+                    if let Some(state) = self.sync.remove_peer(&p.peer) {
+                        // Through the same ordered writer as the changes, so a
+                        // stored state never names changes that are not.
+                        let store = self.store.clone();
+                        let doc = self.id;
+                        tokio::spawn(async move {
+                            let _ = store.save_sync_state(doc, p.sync_key, state).await;
+                        });
+                    }
+                }
+            }
+            Cmd::Persisted { token, ok } => {
+                self.pending.remove(&token);
+                if ok {
+                    self.sync.handle_persisted(token);
+                } else {
+                    self.sync.handle_persist_failed(token);
+                }
+            }
+            Cmd::Read { reply } => {
+                let _ = reply.send(self.sync.doc().clone());
+            }
+        }
+    }
+
+    fn persist(&mut self, req: PersistRequest, provenance: &Provenance, received_at_ms: i64) {
+        let records: Vec<ChangeRecord> = req
+            .changes
+            .iter()
+            .map(|c| ChangeRecord {
+                doc: self.id,
+                hash: c.hash().0,
+                bytes: c.raw_bytes().to_vec(),
+                actor: c.actor_id().to_bytes().to_vec(),
+                seq: c.seq(),
+                user: provenance.user.clone(),
+                device: provenance.device.clone(),
+                received_at_ms,
+            })
+            .collect();
+        let n = records.len() as u64;
+        let token = req.token;
+        self.pending.insert(token);
+        let store = self.store.clone();
+        let tx = self.self_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let ok = store
+                .commit(WriteBatch::from(WriteOp::AppendChanges(records)))
+                .await
+                .map_err(|e| tracing::error!(error = %e, "persisting changes failed"))
+                .is_ok();
+            if ok {
+                metrics.changes_applied.inc_by(n);
+            }
+            let _ = tx.send(Cmd::Persisted { token, ok }).await;
+        });
+    }
+
+    /// Sends what the gate lets out: sync messages, and durable heads to the
+    /// peers that subscribed to them.
+    fn route(&mut self) {
+        let by_peer: HashMap<PeerId, u64> = self
+            .peers
+            .iter()
+            .map(|(c, p)| (p.peer.clone(), *c))
+            .collect();
+        let mut slow = Vec::new();
+        for (peer, data) in self.sync.poll_outgoing() {
+            let Some(conn) = by_peer.get(&peer) else {
+                continue;
+            };
+            if let Some(p) = self.peers.get(conn) {
+                if p.tx
+                    .try_send(Outbound::Sync {
+                        document: self.id,
+                        data,
+                    })
+                    .is_err()
+                {
+                    slow.push(*conn);
+                }
+            }
+        }
+        if !self.sync.is_persisting() {
+            let durable = self.sync.durable_heads().to_vec();
+            for (conn, p) in &self.peers {
+                if !p.wants_heads || self.heads_sent.get(conn) == Some(&durable) {
+                    continue;
+                }
+                let heads = durable.iter().map(encode_head).collect();
+                if p.tx
+                    .try_send(Outbound::RemoteHeads {
+                        document: self.id,
+                        heads,
+                    })
+                    .is_ok()
+                {
+                    self.heads_sent.insert(*conn, durable.clone());
+                } else {
+                    slow.push(*conn);
+                }
+            }
+        }
+        // A connection that cannot keep up is closed rather than buffered
+        // without bound; its device reconnects and resumes from its state.
+        for conn in slow {
+            if let Some(p) = self.remove_conn(conn) {
+                self.sync.remove_peer(&p.peer);
+                let _ = p.tx.try_send(Outbound::Close {
+                    reason: "too slow".into(),
+                });
+            }
+        }
+    }
+}
