@@ -2,6 +2,9 @@
 //! fate of its own batch, and faults reach the waiting callers instead of
 //! hanging or crashing them.
 
+// Tests unwrap: any unexpected error should stop the test right there.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

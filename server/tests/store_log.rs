@@ -1,6 +1,9 @@
 //! The change log, snapshots, sync state and documents, through the blocking
 //! `Storage` trait of the SQLite backend.
 
+// Tests unwrap: any unexpected error should stop the test right there.
+#![allow(clippy::unwrap_used)]
+
 use casesync_server::store::{
     Appended, ChangeRecord, DocumentKind, LogSeq, NewDocument, Role, SnapshotOutcome, SqliteConfig,
     SqliteStorage, Storage, StoreError, WriteBatch, WriteOp,

@@ -40,6 +40,9 @@ use super::{
 /// The database file's name inside the data directory.
 pub const DB_FILE_NAME: &str = "casesync.db";
 
+/// Enough to keep every statement of this module prepared.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
 /// How to open a [`SqliteStorage`].
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
@@ -100,6 +103,7 @@ impl SqliteStorage {
         .map_err(|e| open_error(&path, e))?;
         conn.busy_timeout(config.busy_timeout)
             .map_err(|e| open_error(&path, e))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
 
         // The first read of the file: a damaged or foreign file shows up here.
         check_identity(&conn, &path)?;
@@ -144,6 +148,7 @@ impl SqliteStorage {
         )
         .map_err(|e| open_error(&self.path, e))?;
         conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         // Read connections must never write, even by mistake.
         conn.pragma_update(None, "query_only", true)?;
         Ok(conn)
