@@ -244,3 +244,27 @@ async fn an_online_backup_holds_everything_acknowledged_before_it_started() {
     assert!(restored.is_member(&doc, "wife").unwrap());
     assert!(!backup_dir.path().join("casesync.db.partial").exists());
 }
+
+#[test]
+fn the_database_is_a_versioned_wal_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(SqliteConfig::new(dir.path())).unwrap();
+    assert_eq!(storage.path(), dir.path().join("casesync.db"));
+
+    let conn = rusqlite::Connection::open(storage.path()).unwrap();
+    let journal_mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal_mode, "wal");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        version,
+        casesync_server::store::schema::MIGRATIONS.len() as i64
+    );
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    assert_eq!(app_id, casesync_server::store::schema::APPLICATION_ID);
+}

@@ -5,8 +5,11 @@
 // Tests unwrap: any unexpected error should stop the test right there.
 #![allow(clippy::unwrap_used)]
 
+use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use casesync_server::store::{
@@ -57,6 +60,38 @@ async fn create(store: &Store, doc: DocumentId) {
         .unwrap();
 }
 
+/// Polls a future once and keeps it to be awaited later. For
+/// `Store::commit`, one poll puts the request in the writer's queue (the
+/// queue has room), so the test knows it is queued without relying on timing.
+fn enqueue<F: Future>(future: F) -> Queued<F> {
+    let mut future = Box::pin(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Pending => Queued::Pending(future),
+        // A fast writer may already have answered.
+        Poll::Ready(output) => Queued::Done(Some(output)),
+    }
+}
+
+enum Queued<F: Future> {
+    Pending(Pin<Box<F>>),
+    Done(Option<F::Output>),
+}
+
+impl<F: Future> Future for Queued<F>
+where
+    F::Output: Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            Queued::Pending(future) => future.as_mut().poll(cx),
+            Queued::Done(output) => Poll::Ready(output.take().unwrap()),
+        }
+    }
+}
+
 /// Holds SQLite's write lock from another connection, so the writer's next
 /// transaction waits (inside its busy timeout) while requests queue up.
 fn hold_write_lock(dir: &Path) -> rusqlite::Connection {
@@ -79,21 +114,18 @@ async fn two_hundred_concurrent_commits_share_a_few_transactions() {
     let doc = doc_id(1);
     create(&store, doc).await;
 
+    // Every request is queued while the writer waits for the lock.
     let lock = hold_write_lock(dir.path());
-    let tasks: Vec<_> = (0..200)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move { store.commit(append(doc, n)).await })
-        })
+    let commits: Vec<_> = (0..200)
+        .map(|n| enqueue(store.commit(append(doc, n))))
         .collect();
-    let releaser = release_after(lock, Duration::from_millis(300));
+    let releaser = release_after(lock, Duration::from_millis(100));
 
     let mut transactions = std::collections::BTreeSet::new();
     let mut largest = 0;
-    for task in tasks {
-        let receipt = tokio::time::timeout(NO_HANG, task)
+    for commit in commits {
+        let receipt = tokio::time::timeout(NO_HANG, commit)
             .await
-            .unwrap()
             .unwrap()
             .unwrap();
         transactions.insert(receipt.transaction);
@@ -132,22 +164,13 @@ async fn callers_that_stop_waiting_still_get_stored_and_dropping_the_store_flush
             Store::open_sqlite(SqliteConfig::new(dir.path()), StoreConfig::default()).unwrap();
         create(&store, doc).await;
 
+        // Queue 50 requests, then abandon them all, as when the devices'
+        // connections drop mid-commit.
         let lock = hold_write_lock(dir.path());
-        let tasks: Vec<_> = (0..50)
-            .map(|n| {
-                let store = store.clone();
-                tokio::spawn(async move { store.commit(append(doc, n)).await })
-            })
+        let commits: Vec<_> = (0..50)
+            .map(|n| enqueue(store.commit(append(doc, n))))
             .collect();
-        // Let every request reach the queue, then abandon them all, as when
-        // the devices' connections drop mid-commit.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for task in &tasks {
-            task.abort();
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
+        drop(commits);
         let releaser = release_after(lock, Duration::from_millis(200));
         // The last handle: closing the queue, committing it, joining.
         drop(store);
@@ -180,55 +203,37 @@ async fn a_full_database_fails_the_batch_that_does_not_fit_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = SqliteConfig::new(dir.path());
     config.max_size_bytes = Some(256 * 1024);
-    let store = Store::open_sqlite(config, StoreConfig::default()).unwrap();
+    let (faulty, store) = faulty_store(config);
     let doc = doc_id(1);
     create(&store, doc).await;
 
-    // A small batch and one too large to fit, queued into one transaction:
-    // a first request takes the idle writer to the lock, and the two queue
-    // behind it.
-    let lock = hold_write_lock(dir.path());
-    let first = {
-        let store = store.clone();
-        tokio::spawn(async move { store.commit(append(doc, 9)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let small = {
-        let store = store.clone();
-        tokio::spawn(async move { store.commit(append(doc, 0)).await })
-    };
-    let huge = {
-        let store = store.clone();
-        let batch = WriteOp::AppendChanges(vec![change(doc, 1, 1024 * 1024)]).into();
-        tokio::spawn(async move { store.commit(batch).await })
-    };
-    let releaser = release_after(lock, Duration::from_millis(200));
-    let first = tokio::time::timeout(NO_HANG, first).await.unwrap().unwrap();
-    let small = tokio::time::timeout(NO_HANG, small).await.unwrap().unwrap();
-    let huge = tokio::time::timeout(NO_HANG, huge).await.unwrap().unwrap();
-    releaser.join().unwrap();
+    // Stop the writer inside a first transaction, queue a small batch and one
+    // too large to fit, then let it go: the two share the next transaction.
+    let (entered, release) = faulty.arm_gate();
+    let first = enqueue(store.commit(append(doc, 9)));
+    entered.recv_timeout(NO_HANG).unwrap();
+    let small = enqueue(store.commit(append(doc, 0)));
+    let huge =
+        enqueue(store.commit(WriteOp::AppendChanges(vec![change(doc, 1, 1024 * 1024)]).into()));
+    release.send(()).unwrap();
+    let first = tokio::time::timeout(NO_HANG, first).await.unwrap();
+    let small = tokio::time::timeout(NO_HANG, small).await.unwrap();
+    let huge = tokio::time::timeout(NO_HANG, huge).await.unwrap();
 
+    first.unwrap();
     let error = huge.unwrap_err();
     assert!(is_disk_full(&error), "unexpected error: {error}");
 
-    eprintln!(
-        "DEBUG small={:?} huge={error}",
-        small.as_ref().map(|r| r.transaction)
-    );
-    // Whatever each caller was told is the truth. (SQLite answers a full
-    // database by rolling back the whole transaction, so the small batch
-    // shares the huge one's fate; the store must report that, not claim the
-    // small one was stored.)
-    first.unwrap();
+    // SQLite may answer a full database by rolling back the whole
+    // transaction; today it does, so the small batch shares the huge one's
+    // fate. The store must say so rather than claim it was stored.
     let log = store.change_log(doc, None, 100).await.unwrap();
     let small_stored = log.iter().any(|c| c.hash == change(doc, 0, 0).hash);
-    match small {
-        Ok(_) => assert!(small_stored),
-        Err(e) => {
-            assert!(matches!(e, StoreError::TransactionFailed(_)), "{e}");
-            assert!(!small_stored);
-        }
-    }
+    assert!(
+        matches!(small, Err(StoreError::TransactionFailed(_))),
+        "{small:?}"
+    );
+    assert!(!small_stored);
     assert!(log.iter().all(|c| c.bytes.len() < 1024));
 
     // The store keeps serving.
@@ -244,10 +249,17 @@ fn is_disk_full(error: &StoreError) -> bool {
     }
 }
 
-/// A backend whose writes fail or panic on demand.
+/// A backend whose writes fail, panic or wait on demand.
 struct Faulty {
     inner: SqliteStorage,
     fault: Mutex<Fault>,
+    gate: Mutex<Option<Gate>>,
+}
+
+/// Makes the next transaction announce itself and wait for a go.
+struct Gate {
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -261,10 +273,24 @@ impl Faulty {
     fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap() = fault;
     }
+
+    /// Returns (a receiver told when the next transaction starts, a sender
+    /// that lets it go on).
+    fn arm_gate(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (entered, entered_rx) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel();
+        *self.gate.lock().unwrap() = Some(Gate { entered, release });
+        (entered_rx, release_tx)
+    }
 }
 
 impl Storage for Faulty {
     fn apply_batches(&self, batches: &[WriteBatch]) -> Result<Vec<BatchResult>, StoreError> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.entered.send(()).unwrap();
+            gate.release.recv().unwrap();
+        }
         let fault = *self.fault.lock().unwrap();
         match fault {
             Fault::None => self.inner.apply_batches(batches),
@@ -313,10 +339,11 @@ impl Storage for Faulty {
     }
 }
 
-fn faulty_store(dir: &Path) -> (Arc<Faulty>, Store) {
+fn faulty_store(config: SqliteConfig) -> (Arc<Faulty>, Store) {
     let faulty = Arc::new(Faulty {
-        inner: SqliteStorage::open(SqliteConfig::new(dir)).unwrap(),
+        inner: SqliteStorage::open(config).unwrap(),
         fault: Mutex::new(Fault::None),
+        gate: Mutex::new(None),
     });
     let store = Store::start(faulty.clone(), StoreConfig::default()).unwrap();
     (faulty, store)
@@ -325,19 +352,16 @@ fn faulty_store(dir: &Path) -> (Arc<Faulty>, Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_transaction_reaches_every_waiting_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let (faulty, store) = faulty_store(dir.path());
+    let (faulty, store) = faulty_store(SqliteConfig::new(dir.path()));
     let doc = doc_id(1);
     create(&store, doc).await;
 
     faulty.set(Fault::FailWrites);
-    let tasks: Vec<_> = (0..20)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move { store.commit(append(doc, n)).await })
-        })
+    let commits: Vec<_> = (0..20)
+        .map(|n| enqueue(store.commit(append(doc, n))))
         .collect();
-    for task in tasks {
-        let result = tokio::time::timeout(NO_HANG, task).await.unwrap().unwrap();
+    for commit in commits {
+        let result = tokio::time::timeout(NO_HANG, commit).await.unwrap();
         match result {
             Err(StoreError::TransactionFailed(cause)) => {
                 assert!(matches!(*cause, StoreError::Io { .. }), "{cause}");
@@ -357,7 +381,7 @@ async fn a_failed_transaction_reaches_every_waiting_caller() {
 #[tokio::test]
 async fn a_panicking_backend_fails_its_callers_and_the_writer_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let (faulty, store) = faulty_store(dir.path());
+    let (faulty, store) = faulty_store(SqliteConfig::new(dir.path()));
     let doc = doc_id(1);
     create(&store, doc).await;
 
