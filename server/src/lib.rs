@@ -1,1 +1,1 @@
-//! placeholder, filled by its issue
+pub mod auth;
