@@ -66,12 +66,10 @@ impl Verifier {
             .collect();
 
         let mut validation = Validation::new(config.algorithm().jsonwebtoken());
-        // Presence of exp is checked by us (with precise errors for a string
-        // `exp`); these three are checked by both.
-        validation.required_spec_claims = ["sub", "iss", "aud"]
-            .into_iter()
-            .map(String::from)
-            .collect::<HashSet<_>>();
+        // Presence and types of all claims are checked by us, after the
+        // signature: jsonwebtoken reports a claim of the wrong type as
+        // "missing", which would hide a malformed `exp` or `aud`.
+        validation.required_spec_claims = HashSet::new();
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
