@@ -278,22 +278,22 @@ fn create_key_file(dir: &Path, path: &Path) -> Result<(), DevKeyError> {
     let linked = fs::hard_link(&tmp, path);
     fs::remove_file(&tmp).map_err(io_err(&tmp))?;
     match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(DevKeyError::Io {
-                path: path.to_owned(),
-                source,
-            })
+        Ok(()) => {
+            // Make the new directory entry durable too.
+            #[cfg(unix)]
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+            tracing::info!(path = %path.display(), "created development signing key");
+            Ok(())
         }
+        // Another process created the key first; that one is loaded.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DevKeyError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
-    // Make the new directory entry durable too.
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    tracing::info!(path = %path.display(), "created development signing key");
-    Ok(())
 }
 
 #[cfg(unix)]

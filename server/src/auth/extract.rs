@@ -41,8 +41,10 @@ pub enum TokenSource {
 }
 
 /// A bearer token as it arrived. Its `Debug` prints `[redacted]` and it has no
-/// `Display`, so it cannot end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
+/// `Display`, so it cannot end up in a log line by accident. It has no
+/// `PartialEq` either: nothing should compare tokens, and if something must,
+/// it has to do so in constant time.
+#[derive(Clone)]
 pub struct BearerToken(String);
 
 impl BearerToken {
@@ -63,7 +65,7 @@ impl fmt::Debug for BearerToken {
 }
 
 /// A token and where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ExtractedToken {
     pub token: BearerToken,
     pub source: TokenSource,
