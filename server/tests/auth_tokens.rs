@@ -344,6 +344,23 @@ fn a_device_with_a_colon_is_refused_because_its_peer_id_would_be_ambiguous() {
     assert_eq!(identity.peer_id().as_str(), "user:auth0|x:y:phone-1");
 }
 
+#[test]
+fn a_peer_id_too_long_to_announce_is_refused() {
+    // Each part fits a UserId/DeviceId, but `user:<sub>:<device>` does not
+    // fit a PeerId, so the device could never join.
+    let issuer = EdIssuer::new("k1", 1);
+    let verifier = ed_verifier(&[&issuer]);
+    let claims = with(
+        with(valid_claims(), "sub", json!("u".repeat(200))),
+        "device",
+        json!("d".repeat(100)),
+    );
+    assert_eq!(
+        refused(&verifier, &issuer.token(&claims)),
+        AuthError::InvalidClaim("sub")
+    );
+}
+
 // ---------------------------------------------------------------- algorithm confusion
 
 #[test]

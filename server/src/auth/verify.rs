@@ -26,7 +26,7 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
-use sync_core::ids::{DeviceId, UserId};
+use sync_core::ids::{DeviceId, PeerId, UserId};
 
 use super::claims::{Claims, Identity};
 use super::config::{AuthConfig, MAX_KID_LEN};
@@ -100,8 +100,12 @@ impl Verifier {
         let user = UserId::new(claims.sub).map_err(|_| AuthError::InvalidClaim("sub"))?;
         let device = DeviceId::new(claims.device).map_err(|_| AuthError::InvalidClaim("device"))?;
         let identity = Identity::new(user, device, claims.role, claims.exp);
-        // The peer id must split back into exactly this user and device, or
-        // two identities could announce the same peer id.
+        // The peer id must be one a client can announce (PeerId::for_device
+        // skips the length check), and must split back into exactly this user
+        // and device, or two identities could announce the same peer id.
+        if PeerId::new(identity.peer_id().as_str()).is_err() {
+            return Err(AuthError::InvalidClaim("sub"));
+        }
         match identity.peer_id().user_and_device() {
             Ok((u, d)) if &u == identity.user() && &d == identity.device() => Ok(identity),
             _ => Err(AuthError::InvalidClaim("device")),
