@@ -1,2 +1,19 @@
+//! casesync's sync service: the library behind the `casesync` binary.
+//!
+//! `app(state)` builds the router (for tests, with no socket), and
+//! `run(listener, config, shutdown)` serves it.
+
+pub mod acl;
+pub mod api;
+pub mod app;
 pub mod auth;
+pub mod check;
+pub mod config;
+pub mod docs;
+pub mod error;
+pub mod metrics;
 pub mod store;
+pub mod ws;
+
+pub use app::{app, run, AppState};
+pub use config::Config;

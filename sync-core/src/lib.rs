@@ -8,3 +8,4 @@ pub mod guard;
 pub mod ids;
 pub mod model;
 pub mod protocol;
+pub mod view;

@@ -1,0 +1,197 @@
+//! The application: shared state, the router, and `run`.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::routing::{get, post};
+use axum::Router;
+use sync_core::ids::{PeerId, StorageId};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::acl::Acl;
+use crate::auth::{DevKeys, Verifier};
+use crate::config::Config;
+use crate::docs::{Docs, DocsConfig};
+use crate::metrics::Metrics;
+use crate::store::{SqliteConfig, Store, StoreConfig};
+use crate::{api, ws};
+
+/// Shared by every request and connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub inner: Arc<AppInner>,
+}
+
+#[derive(Debug)]
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub verifier: Arc<Verifier>,
+    pub acl: Acl,
+    pub docs: Docs,
+    pub metrics: Arc<Metrics>,
+    pub server_peer: PeerId,
+    pub storage_id: StorageId,
+    pub next_conn: AtomicU64,
+    /// Flips to `true` when the server shuts down; connections close.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.verifier.clone()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("keys: {0}")]
+    Keys(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The storage id names this server's database, so devices can keep sync
+/// state with it across connections. Created once, kept in the data dir.
+fn load_or_create_storage_id(data_dir: &Path) -> Result<StorageId, StartError> {
+    let path = data_dir.join("storage-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => StorageId::new(s.trim()).map_err(|e| StartError::Other(format!("{path:?}: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(|e| StartError::Other(e.to_string()))?;
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&path, &id)
+                .map_err(|e| StartError::DataDir(path.display().to_string(), e))?;
+            StorageId::new(id).map_err(|e| StartError::Other(e.to_string()))
+        }
+        Err(e) => Err(StartError::DataDir(path.display().to_string(), e)),
+    }
+}
+
+impl AppState {
+    /// Opens the data directory (creating the database and a development
+    /// key on first start) and builds the state.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+        let keys = DevKeys::load_or_create(&config.data_dir)
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let auth = keys
+            .auth_config()
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let verifier = Arc::new(Verifier::new(auth));
+        let storage_id = load_or_create_storage_id(&config.data_dir)?;
+        let sqlite = SqliteConfig::new(config.data_dir.clone());
+        let store = {
+            let sqlite = sqlite.clone();
+            tokio::task::spawn_blocking(move || Store::open_sqlite(sqlite, StoreConfig::default()))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))??
+        };
+        let acl = {
+            let storage = store.storage().clone();
+            tokio::task::spawn_blocking(move || Acl::load(storage.as_ref()))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))??
+        };
+        let metrics = Arc::new(Metrics::default());
+        let docs = Docs::new(
+            store.clone(),
+            DocsConfig {
+                limits: config.limits.clone(),
+                idle_unload: config.idle_unload,
+                ..DocsConfig::default()
+            },
+            metrics.clone(),
+        );
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(AppInner {
+                config,
+                store,
+                verifier,
+                acl,
+                docs,
+                metrics,
+                server_peer: PeerId::new(format!("casesync-server-{}", &storage_id.as_str()[..8.min(storage_id.as_str().len())]))
+                    .map_err(|e| StartError::Other(e.to_string()))?,
+                storage_id,
+                next_conn: AtomicU64::new(1),
+                shutdown,
+                shutdown_tx,
+            }),
+        })
+    }
+
+    /// Tells every connection to close.
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown_tx.send(true);
+    }
+}
+
+/// The router: every route of the service.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/sync", get(ws::sync_socket))
+        .route("/api/cases", post(api::create_case).get(api::list_cases))
+        .route("/api/cases/{id}", get(api::get_case))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then closes every connection, lets the
+/// document actors finish their writes, and flushes the store.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let state = AppState::open(config).await?;
+    serve(listener, state, shutdown).await
+}
+
+/// Like [`run`] with a state the caller built.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let router = app(state.clone());
+    let closer = state.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closer.begin_shutdown();
+        })
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    // Connections are closed; give the actors a moment to hand their last
+    // writes to the store, then flush it.
+    for _ in 0..50 {
+        if state.inner.metrics.connections.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let store = state.inner.store.clone();
+    drop(state);
+    store
+        .shutdown()
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! `casesync`: a thin CLI over the `casesync_server` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use casesync_server::app;
+use casesync_server::auth::{mint_token, DevKeys, Role};
+use casesync_server::config::{Config, FileConfig};
+use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
+use clap::{Parser, Subcommand, ValueEnum};
+use sync_core::ids::{DeviceId, UserId};
+
+#[derive(Debug, Parser)]
+#[command(name = "casesync", version, about = "Offline-first sync server for case documents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sync server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "CASESYNC_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Where the database and keys live.
+        #[arg(long, env = "CASESYNC_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A TOML config file (`listen`, `data_dir`, `idle_unload_secs`,
+        /// `max_frame_bytes`). Flags and environment override it.
+        #[arg(long, env = "CASESYNC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds a document with no sessions stays in memory.
+        #[arg(long, env = "CASESYNC_IDLE_UNLOAD_SECS")]
+        idle_unload_secs: Option<u64>,
+    },
+    /// Print a development token signed with the data directory's key.
+    Token {
+        #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "dev")]
+        device: String,
+        #[arg(long, value_enum, default_value_t = CliRole::Relative)]
+        role: CliRole,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Write an online backup of the database to FILE (safe while serving).
+    Backup {
+        file: PathBuf,
+        #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Check the database's integrity and reload every case.
+    Check {
+        #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CliRole {
+    Relative,
+    Coordinator,
+    Admin,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad duration unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CASESYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(run(cli.command)),
+        Err(e) => Err(format!("cannot start the runtime: {e}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("casesync: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve {
+            listen,
+            data_dir,
+            config,
+            idle_unload_secs,
+        } => {
+            let file = match config {
+                Some(path) => FileConfig::load(&path).map_err(|e| e.to_string())?,
+                None => FileConfig::default(),
+            };
+            let listen = listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let data_dir = data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let mut config = Config::new(listen, data_dir.clone());
+            if let Some(s) = idle_unload_secs.or(file.idle_unload_secs) {
+                config.idle_unload = Duration::from_secs(s);
+            }
+            if let Some(m) = file.max_frame_bytes {
+                config.limits.max_frame_bytes = m;
+            }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let state = app::AppState::open(config).await.map_err(|e| e.to_string())?;
+            println!("casesync listening on http://{addr}");
+            println!("  data directory: {}", data_dir.display());
+            println!("  field app:      http://{addr}/app/");
+            println!("  admin console:  http://{addr}/admin/");
+            println!(
+                "  get a token:    casesync token --data-dir {} --user NAME",
+                data_dir.display()
+            );
+            app::serve(listener, state, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Token {
+            data_dir,
+            user,
+            device,
+            role,
+            ttl,
+        } => {
+            let keys = DevKeys::load_or_create(&data_dir).map_err(|e| e.to_string())?;
+            let user = UserId::new(user).map_err(|e| format!("--user: {e}"))?;
+            let device = DeviceId::new(device).map_err(|e| format!("--device: {e}"))?;
+            let role = match role {
+                CliRole::Relative => Role::Relative,
+                CliRole::Coordinator => Role::Coordinator,
+                CliRole::Admin => Role::Admin,
+            };
+            let token = mint_token(
+                &keys,
+                &user,
+                &device,
+                role,
+                ttl,
+                casesync_server::auth::unix_now(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Backup { file, data_dir } => tokio::task::spawn_blocking(move || {
+            let storage =
+                SqliteStorage::open(SqliteConfig::new(data_dir)).map_err(|e| e.to_string())?;
+            storage.backup_to(&file).map_err(|e| e.to_string())?;
+            println!("backup written to {}", file.display());
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?,
+        Command::Check { data_dir } => casesync_server::check::check(&data_dir).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: closing connections and flushing");
+}

@@ -1,0 +1,295 @@
+//! `GET /sync`: the WebSocket driver around the engine's `ServerSession`.
+//!
+//! One task per connection. It authenticates before upgrading, runs every
+//! inbound frame through the session (guards, handshake, policy), hands
+//! document messages to the document actors, and writes what the actors send
+//! back. Liveness: any inbound frame or pong counts; a socket is dropped
+//! only after `idle_timeout` of total silence, never for one late pong.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use sync_core::engine::{ServerSession, SessionEvent};
+use sync_core::ids::DocumentId;
+use tokio::sync::mpsc;
+
+use crate::acl::UserPolicy;
+use crate::app::AppState;
+use crate::auth::{self, Authenticated, AuthRejection, Identity, WS_PROTOCOL};
+use crate::docs::{Outbound, PeerHandle, Provenance};
+
+/// WebSocket close code for a policy violation (RFC 6455).
+const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code for "going away" (server shutdown).
+const CLOSE_AWAY: u16 = 1001;
+
+pub async fn sync_socket(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, AuthRejection>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let auth = match auth {
+        Ok(a) => a,
+        Err(rejection) => {
+            state.inner.metrics.auth_failures.inc();
+            return rejection.into_response();
+        }
+    };
+    let config = &state.inner.config;
+    ws.read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_read_buffer)
+        .max_message_size(config.limits.max_frame_bytes)
+        .max_frame_size(config.limits.max_frame_bytes)
+        // Browsers offer `casesync.v1, casesync.bearer.<jwt>`; only the
+        // non-secret one is ever selected and echoed.
+        .protocols([WS_PROTOCOL])
+        .on_upgrade(move |socket| connection(state, auth.identity, socket))
+}
+
+fn now_ms() -> i64 {
+    auth::unix_now().saturating_mul(1000)
+}
+
+async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
+    let inner = &state.inner;
+    inner.metrics.connections.inc();
+    inner.metrics.connections_total.inc();
+    let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn {
+        state: state.clone(),
+        session: ServerSession::new(
+            inner.server_peer.clone(),
+            inner.storage_id.clone(),
+            identity.peer_id().clone(),
+            inner.config.limits.clone(),
+        ),
+        conn_id,
+        open: HashSet::new(),
+        out_tx: None,
+        identity,
+    };
+    let close = conn.run(socket).await;
+    conn.cleanup().await;
+    inner.metrics.connections.dec();
+    tracing::debug!(conn = conn_id, reason = %close, "connection closed");
+}
+
+struct Conn {
+    state: AppState,
+    session: ServerSession,
+    conn_id: u64,
+    open: HashSet<DocumentId>,
+    out_tx: Option<mpsc::Sender<Outbound>>,
+    identity: Identity,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+impl Conn {
+    async fn run(&mut self, socket: WebSocket) -> String {
+        let (mut sink, mut stream) = socket.split();
+        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
+        self.out_tx = Some(out_tx);
+        let config = self.state.inner.config.clone();
+        let mut ping = tokio::time::interval(config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        let mut shutdown = self.state.inner.shutdown.clone();
+        let expires_in = Duration::from_secs(
+            u64::try_from(self.identity.expires_at() - auth::unix_now()).unwrap_or(0),
+        );
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+
+        loop {
+            let flow = tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        last_seen = Instant::now();
+                        self.handle_frame(&bytes).await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        last_seen = Instant::now();
+                        Flow::Continue
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        self.state.inner.metrics.rejected_inputs.inc();
+                        self.session.close_with_error("protocol frames are binary CBOR");
+                        Flow::Close(CLOSE_POLICY, "text frame".into())
+                    }
+                    Some(Ok(Message::Close(_))) | None => return "peer closed".into(),
+                    Some(Err(e)) => {
+                        // Oversized frames end here (tungstenite's caps).
+                        self.state.inner.metrics.rejected_inputs.inc();
+                        Flow::Close(CLOSE_POLICY, format!("bad frame: {e}"))
+                    }
+                },
+                Some(out) = out_rx.recv() => self.handle_outbound(out),
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > config.idle_timeout {
+                        Flow::Close(CLOSE_AWAY, "idle".into())
+                    } else {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            return "send failed".into();
+                        }
+                        Flow::Continue
+                    }
+                }
+                _ = &mut expiry => {
+                    self.session.close_with_error("token expired");
+                    Flow::Close(CLOSE_POLICY, "token expired".into())
+                }
+                _ = shutdown.changed() => Flow::Close(CLOSE_AWAY, "server shutting down".into()),
+            };
+            while let Some(frame) = self.session.poll_transmit() {
+                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    return "send failed".into();
+                }
+            }
+            if let Flow::Close(code, reason) = flow {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.chars().take(120).collect::<String>().into(),
+                    })))
+                    .await;
+                return reason;
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, frame: &[u8]) -> Flow {
+        let inner = self.state.inner.clone();
+        let policy = UserPolicy {
+            acl: &inner.acl,
+            user: self.identity.user().as_str(),
+        };
+        let events = match self.session.handle_frame(frame, &policy) {
+            Ok(events) => events,
+            Err(e) => {
+                inner.metrics.rejected_inputs.inc();
+                tracing::info!(conn = self.conn_id, error = %e, "session refused a frame");
+                return Flow::Close(CLOSE_POLICY, "protocol error".into());
+            }
+        };
+        for event in events {
+            match event {
+                SessionEvent::Joined { .. } => {}
+                SessionEvent::Sync {
+                    document,
+                    data,
+                    access,
+                    ..
+                } => {
+                    if !self.open.contains(&document) {
+                        let Some(tx) = self.out_tx.clone() else {
+                            continue;
+                        };
+                        let peer = PeerHandle {
+                            peer: self.identity.peer_id().clone(),
+                            conn_id: self.conn_id,
+                            sync_key: format!(
+                                "{}|{}",
+                                self.identity.peer_id(),
+                                self.session
+                                    .peer_storage_id()
+                                    .map(|s| s.as_str())
+                                    .unwrap_or("-")
+                            ),
+                            provenance: Provenance {
+                                user: self.identity.user().to_string(),
+                                device: self.identity.device().to_string(),
+                            },
+                            access,
+                            wants_heads: self.session.wants_server_heads(),
+                            tx,
+                        };
+                        match inner.docs.open(document, peer).await {
+                            Ok(()) => {
+                                self.open.insert(document);
+                            }
+                            Err(crate::docs::DocError::NotFound) => {
+                                self.session.send_doc_unavailable(document);
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(document = %document, error = %e, "document unavailable");
+                                self.session.send_doc_unavailable(document);
+                                continue;
+                            }
+                        }
+                    }
+                    if inner
+                        .docs
+                        .sync(document, self.conn_id, data, now_ms())
+                        .await
+                        .is_err()
+                    {
+                        self.open.remove(&document);
+                        return Flow::Close(CLOSE_AWAY, "document failed; reconnect".into());
+                    }
+                }
+                SessionEvent::Ephemeral {
+                    document,
+                    count,
+                    session_id,
+                    data,
+                } => {
+                    if self.open.contains(&document) {
+                        let _ = inner
+                            .docs
+                            .ephemeral(document, self.conn_id, count, session_id, data)
+                            .await;
+                    }
+                }
+                SessionEvent::RemoteSubscription { .. } => {
+                    let wants = self.session.wants_server_heads();
+                    for doc in &self.open {
+                        inner.docs.wants_heads(*doc, self.conn_id, wants).await;
+                    }
+                }
+                SessionEvent::PeerError { .. } => {}
+                SessionEvent::Left => return Flow::Close(1000, "left".into()),
+            }
+        }
+        Flow::Continue
+    }
+
+    fn handle_outbound(&mut self, out: Outbound) -> Flow {
+        match out {
+            Outbound::Sync { document, data } => self.session.send_sync(document, data),
+            Outbound::RemoteHeads { document, heads } => {
+                self.session
+                    .send_remote_heads(document, heads, u64::try_from(now_ms()).unwrap_or(0));
+            }
+            Outbound::Ephemeral {
+                from,
+                document,
+                count,
+                session_id,
+                data,
+            } => self
+                .session
+                .send_ephemeral(from, document, count, session_id, data),
+            Outbound::Close { reason } => {
+                self.session.close_with_error(&reason);
+                return Flow::Close(CLOSE_AWAY, reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn cleanup(&mut self) {
+        for doc in self.open.drain() {
+            self.state.inner.docs.close(doc, self.conn_id).await;
+        }
+    }
+}
