@@ -1,52 +1,204 @@
-//! TEMPORARY interface shim; replaced by the guard branch on merge.
-use automerge::sync::SyncDoc;
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_frame_bytes: usize,
-}
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: 1 << 20,
-        }
-    }
-}
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum GuardError {
-    #[error("frame too large")]
-    FrameTooLarge { size: usize, limit: usize },
-    #[error("automerge: {0}")]
-    Automerge(String),
-    #[error("malformed: {0}")]
-    Malformed(&'static str),
-}
-pub fn check_frame_size(len: usize, l: &Limits) -> Result<(), GuardError> {
-    if len > l.max_frame_bytes {
-        Err(GuardError::FrameTooLarge {
+//! Input guards: every byte from a peer or from storage passes through here
+//! before automerge sees it.
+//!
+//! Each guard checks a named field of [`Limits`] and refuses with a
+//! [`GuardError`] that names the limit. The order for a WebSocket frame is:
+//!
+//! 1. [`check_frame_size`] on the frame length,
+//! 2. [`check_cbor`] before the automerge-repo protocol decoder,
+//! 3. [`receive_sync_message`] for the `data` of a `sync` message, which runs
+//!    [`check_sync_message`] and then automerge inside [`catch_automerge`],
+//! 4. [`generate_sync_message`] for the reply, also inside [`catch_automerge`],
+//!    because automerge 0.12 acts on a received Bloom filter only when it
+//!    generates the next message.
+//!
+//! Bytes from storage go through [`load_document`], [`load_changes`] and
+//! [`decode_sync_state`].
+//!
+//! # After an error
+//!
+//! A guard that refuses input *before* automerge runs leaves the document and
+//! sync state untouched. Two errors come from *after* automerge ran:
+//! [`GuardError::AutomergePanicked`] (automerge may have been interrupted
+//! half-way through updating its op set or change graph) and
+//! [`GuardError::DocumentTooManyOps`] (the changes were applied). For both, the
+//! caller must discard the in-memory document and its sync states and reload
+//! the document from storage. Nothing from that message was persisted, because
+//! the engine persists only after the guard returned `Ok`.
+//!
+//! # What this does not do
+//!
+//! The guards bound sizes, counts and shapes. They do not decide who may
+//! write (actor binding, membership) and do not rate-limit; those belong to
+//! the engine and the server.
+
+mod cbor;
+mod chunk;
+mod error;
+mod limits;
+mod reader;
+mod sync_message;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ReadDoc};
+
+pub use cbor::check_cbor;
+pub use error::GuardError;
+pub use limits::Limits;
+pub use sync_message::{check_sync_message, check_sync_state, SyncMessageSummary};
+
+use chunk::{check_chunks, ChunkBudget};
+
+/// Refuses a frame or message longer than `Limits::max_frame_bytes`. Call it
+/// on the length the transport announces, before reading the body.
+pub fn check_frame_size(len: usize, limits: &Limits) -> Result<(), GuardError> {
+    if len > limits.max_frame_bytes {
+        return Err(GuardError::FrameTooLarge {
             size: len,
-            limit: l.max_frame_bytes,
-        })
-    } else {
-        Ok(())
+            limit: limits.max_frame_bytes,
+        });
     }
-}
-pub fn check_cbor(_b: &[u8], _l: &Limits) -> Result<(), GuardError> {
     Ok(())
 }
-pub fn receive_sync_message(
-    doc: &mut automerge::Automerge,
-    state: &mut automerge::sync::State,
-    bytes: &[u8],
-    _l: &Limits,
+
+/// Refuses growth past `Limits::max_document_bytes`. `current` is the
+/// document's stored size and `incoming` the bytes about to be added (for a
+/// sync message, [`SyncMessageSummary::expanded_change_bytes`]).
+pub fn check_document_size(
+    current: usize,
+    incoming: usize,
+    limits: &Limits,
 ) -> Result<(), GuardError> {
-    let m = automerge::sync::Message::decode(bytes)
-        .map_err(|e| GuardError::Automerge(e.to_string()))?;
-    doc.receive_sync_message(state, m)
-        .map_err(|e| GuardError::Automerge(e.to_string()))
+    let size = (current as u64).saturating_add(incoming as u64);
+    if size > limits.max_document_bytes as u64 {
+        return Err(GuardError::DocumentTooLarge {
+            size,
+            limit: limits.max_document_bytes,
+        });
+    }
+    Ok(())
 }
-pub fn decode_sync_state(bytes: &[u8], _l: &Limits) -> Result<automerge::sync::State, GuardError> {
-    automerge::sync::State::decode(bytes).map_err(|e| GuardError::Automerge(e.to_string()))
+
+/// Runs `f`, turning a panic into [`GuardError::AutomergePanicked`].
+///
+/// Whatever `f` was mutating may be left inconsistent: discard it and reload
+/// from storage. The panic hook still runs (and by default prints to
+/// stderr); the server may install a quieter one. This only helps where
+/// panics unwind: a `panic = "abort"` build (common for wasm32) aborts
+/// instead, which is why the guards refuse the known panicking inputs before
+/// automerge runs.
+pub fn catch_automerge<T>(f: impl FnOnce() -> T) -> Result<T, GuardError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| GuardError::AutomergePanicked)
 }
-pub fn load_document(bytes: &[u8], _l: &Limits) -> Result<automerge::Automerge, GuardError> {
-    automerge::Automerge::load(bytes).map_err(|e| GuardError::Automerge(e.to_string()))
+
+/// Checks a sync message from a peer, then decodes it and applies it to
+/// `doc` and `state`, with automerge inside [`catch_automerge`].
+///
+/// Refuses before automerge runs when the message breaks a limit or the
+/// document already holds `Limits::max_document_ops` operations. After
+/// automerge ran, [`GuardError::AutomergePanicked`] and
+/// [`GuardError::DocumentTooManyOps`] mean `doc` and `state` must be
+/// discarded and the document reloaded from storage. The caller should also
+/// call [`check_document_size`] with the stored size it knows and
+/// [`check_sync_message`]'s `expanded_change_bytes` when it persists.
+pub fn receive_sync_message(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(), GuardError> {
+    let summary = check_sync_message(bytes, limits)?;
+    check_document_size(0, saturating_usize(summary.expanded_change_bytes), limits)?;
+    check_ops(doc, limits)?;
+    catch_automerge(|| {
+        let message = sync::Message::decode(bytes).map_err(automerge_error)?;
+        doc.receive_sync_message(state, message)
+            .map_err(automerge_error)
+    })??;
+    check_ops(doc, limits)
+}
+
+/// Generates the next sync message for the peer behind `state`, with
+/// automerge inside [`catch_automerge`].
+///
+/// Automerge 0.12 tests its change hashes against the peer's Bloom filters
+/// here, not when receiving them, so this is where a hostile filter that got
+/// past the guards would panic. On [`GuardError::AutomergePanicked`], discard
+/// `doc` and `state` and reload the document from storage.
+pub fn generate_sync_message(
+    doc: &Automerge,
+    state: &mut sync::State,
+) -> Result<Option<sync::Message>, GuardError> {
+    catch_automerge(|| doc.generate_sync_message(state))
+}
+
+/// Loads a document from bytes (storage or a peer) after checking every
+/// chunk's header and layout and that its inflated size stays within
+/// `Limits::max_document_bytes`, then checks `Limits::max_document_ops`.
+pub fn load_document(bytes: &[u8], limits: &Limits) -> Result<Automerge, GuardError> {
+    check_document_size(bytes.len(), 0, limits)?;
+    let mut budget = ChunkBudget::new(limits.max_document_bytes, "max_document_bytes");
+    if !bytes.is_empty() {
+        check_chunks(bytes, limits, &mut budget)?;
+    }
+    let doc = catch_automerge(|| Automerge::load(bytes))?.map_err(automerge_error)?;
+    check_ops(&doc, limits)?;
+    Ok(doc)
+}
+
+/// Applies concatenated chunks (changes, compressed changes, bundles or
+/// documents, from storage or a peer) to `doc`, after checking every chunk's
+/// header and layout and that their inflated size stays within
+/// `Limits::max_decompressed_message_bytes`. Returns the number of chunks.
+///
+/// After [`GuardError::AutomergePanicked`] or
+/// [`GuardError::DocumentTooManyOps`], discard `doc` and reload from storage.
+pub fn load_changes(
+    doc: &mut Automerge,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<usize, GuardError> {
+    if bytes.len() > limits.max_decompressed_message_bytes {
+        return Err(GuardError::TooLong {
+            what: "changes to load (max_decompressed_message_bytes)",
+            len: bytes.len() as u64,
+            limit: limits.max_decompressed_message_bytes,
+        });
+    }
+    let mut budget = ChunkBudget::new(
+        limits.max_decompressed_message_bytes,
+        "max_decompressed_message_bytes",
+    );
+    check_chunks(bytes, limits, &mut budget)?;
+    check_ops(doc, limits)?;
+    catch_automerge(|| doc.load_incremental(bytes))?.map_err(automerge_error)?;
+    check_ops(doc, limits)?;
+    Ok(budget.chunks)
+}
+
+/// Decodes a persisted sync state after checking its layout.
+pub fn decode_sync_state(bytes: &[u8], limits: &Limits) -> Result<sync::State, GuardError> {
+    check_sync_state(bytes, limits)?;
+    catch_automerge(|| sync::State::decode(bytes))?.map_err(automerge_error)
+}
+
+fn check_ops(doc: &Automerge, limits: &Limits) -> Result<(), GuardError> {
+    let ops = doc.stats().num_ops;
+    if ops > limits.max_document_ops {
+        return Err(GuardError::DocumentTooManyOps {
+            ops,
+            limit: limits.max_document_ops,
+        });
+    }
+    Ok(())
+}
+
+fn automerge_error(error: impl std::fmt::Display) -> GuardError {
+    GuardError::Automerge(error.to_string())
+}
+
+fn saturating_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }

@@ -1,0 +1,403 @@
+//! Checks automerge storage chunks (documents, changes, compressed changes,
+//! bundles) before automerge parses them, and inflates DEFLATE data against
+//! a hard cap.
+//!
+//! Automerge 0.12 inflates with `read_to_end` and no limit: a compressed
+//! change chunk (type 2) in `storage/chunk.rs`, and DEFLATE-compressed
+//! columns of document and bundle chunks in `storage/columns/raw_column.rs`.
+//! DEFLATE expands up to about 1032:1, so a 64 KiB chunk can become 64 MiB.
+//! Here every inflation reads through `.take(cap + 1)` into a sink: a bomb is
+//! refused after at most `cap + 1` bytes of output and nothing is kept.
+
+use std::io::Read;
+
+use super::reader::Reader;
+use super::{GuardError, Limits};
+
+/// The four bytes that open every automerge chunk.
+pub(crate) const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED: u8 = 2;
+const CHUNK_BUNDLE: u8 = 3;
+
+/// The deflate bit of a column specification.
+const COLUMN_DEFLATE: u32 = 0b1000;
+
+/// Counts what a run of chunks holds and what it will cost once inflated.
+#[derive(Debug)]
+pub(crate) struct ChunkBudget {
+    /// Bytes the chunks occupy once every compressed part is inflated.
+    pub(crate) expanded_bytes: u64,
+    /// Number of chunks seen.
+    pub(crate) chunks: usize,
+    /// The most expanded bytes allowed in total, and the limit's name.
+    total_limit: usize,
+    total_limit_name: &'static str,
+}
+
+impl ChunkBudget {
+    pub(crate) fn new(total_limit: usize, total_limit_name: &'static str) -> Self {
+        Self {
+            expanded_bytes: 0,
+            chunks: 0,
+            total_limit,
+            total_limit_name,
+        }
+    }
+
+    fn left(&self) -> u64 {
+        (self.total_limit as u64).saturating_sub(self.expanded_bytes)
+    }
+
+    fn add(&mut self, bytes: u64) -> Result<(), GuardError> {
+        self.expanded_bytes = self.expanded_bytes.saturating_add(bytes);
+        if self.expanded_bytes > self.total_limit as u64 {
+            return Err(GuardError::DecompressedTooLarge {
+                limit_name: self.total_limit_name,
+                limit: self.total_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The cap for one inflation: the per-change limit, or whatever is left
+    /// of the total if that is smaller. Returns the cap and the name of the
+    /// limit that set it.
+    fn cap(&self, per_unit: Option<usize>) -> (u64, &'static str, usize) {
+        match per_unit {
+            Some(unit) if (unit as u64) <= self.left() => {
+                (unit as u64, "max_decompressed_change_bytes", unit)
+            }
+            _ => (self.left(), self.total_limit_name, self.total_limit),
+        }
+    }
+}
+
+/// Checks that `bytes` is a sequence of whole, well-formed chunks, inflating
+/// compressed parts against the caps in `limits` and `budget`.
+pub(crate) fn check_chunks(
+    bytes: &[u8],
+    limits: &Limits,
+    budget: &mut ChunkBudget,
+) -> Result<(), GuardError> {
+    let mut reader = Reader::new(bytes);
+    if reader.is_empty() {
+        return Err(GuardError::Malformed("empty chunk data"));
+    }
+    while !reader.is_empty() {
+        if budget.chunks >= limits.max_chunks {
+            return Err(GuardError::TooMany {
+                what: "chunks (max_chunks)",
+                count: budget.chunks as u64 + 1,
+                limit: limits.max_chunks,
+            });
+        }
+        budget.chunks += 1;
+        check_one_chunk(&mut reader, limits, budget)?;
+    }
+    Ok(())
+}
+
+fn check_one_chunk(
+    reader: &mut Reader<'_>,
+    limits: &Limits,
+    budget: &mut ChunkBudget,
+) -> Result<(), GuardError> {
+    let start = reader.remaining();
+    let magic = reader.take(4, "chunk magic bytes")?;
+    if magic != MAGIC {
+        return Err(GuardError::Malformed(
+            "chunk does not start with automerge's magic bytes",
+        ));
+    }
+    reader.take(4, "chunk checksum")?;
+    let chunk_type = reader.u8("chunk type")?;
+    let body_len = reader.uleb("chunk length")?;
+    let body = reader.take(body_len, "chunk body")?;
+    let header_len = (start - reader.remaining()) as u64 - body_len;
+    match chunk_type {
+        CHUNK_CHANGE => {
+            budget.add(header_len + body_len)?;
+            check_change_body(body, limits)
+        }
+        CHUNK_COMPRESSED => {
+            // Automerge rebuilds a change chunk around the inflated body.
+            budget.add(header_len)?;
+            let (cap, limit_name, limit) = budget.cap(Some(limits.max_decompressed_change_bytes));
+            let inflated_len = inflated_size(body, cap, limit_name, limit)?;
+            budget.add(inflated_len)?;
+            // Within the cap: inflate for real (at most `cap` bytes) and check
+            // the change inside.
+            let mut inflated = Vec::new();
+            flate2::bufread::DeflateDecoder::new(body)
+                .take(cap)
+                .read_to_end(&mut inflated)
+                .map_err(|_| GuardError::Malformed("compressed change is not valid DEFLATE"))?;
+            check_change_body(&inflated, limits)
+        }
+        CHUNK_DOCUMENT => {
+            budget.add(header_len)?;
+            check_document_body(body, limits, budget)
+        }
+        CHUNK_BUNDLE => {
+            budget.add(header_len)?;
+            check_bundle_body(body, limits, budget)
+        }
+        _ => Err(GuardError::Malformed("unknown chunk type")),
+    }
+}
+
+/// Inflates `compressed` into a sink and returns its size, refusing as soon
+/// as the output passes `cap`. At most `cap + 1` bytes are produced and none
+/// are kept.
+pub(crate) fn inflated_size(
+    compressed: &[u8],
+    cap: u64,
+    limit_name: &'static str,
+    limit: usize,
+) -> Result<u64, GuardError> {
+    let mut decoder = flate2::bufread::DeflateDecoder::new(compressed).take(cap.saturating_add(1));
+    let size = std::io::copy(&mut decoder, &mut std::io::sink())
+        .map_err(|_| GuardError::Malformed("invalid DEFLATE data"))?;
+    if size > cap {
+        return Err(GuardError::DecompressedTooLarge { limit_name, limit });
+    }
+    Ok(size)
+}
+
+/// The body of a change chunk, as `Change::parse_following_header` reads it.
+fn check_change_body(body: &[u8], limits: &Limits) -> Result<(), GuardError> {
+    let mut r = Reader::new(body);
+    r.hashes("change dependencies (max_heads)", limits.max_heads)?;
+    r.length_prefixed(
+        "change actor id (max_actor_id_bytes)",
+        limits.max_actor_id_bytes,
+    )?;
+    r.uleb("change seq")?;
+    if r.uleb("change start op")? == 0 {
+        return Err(GuardError::Malformed("change start op is zero"));
+    }
+    r.sleb("change time")?;
+    let message = r.length_prefixed(
+        "change message (max_change_message_bytes)",
+        limits.max_change_message_bytes,
+    )?;
+    if std::str::from_utf8(message).is_err() {
+        return Err(GuardError::Malformed("change message is not UTF-8"));
+    }
+    let other_actors = r.count(
+        "change actors (max_chunk_actors)",
+        limits.max_chunk_actors,
+        1,
+    )?;
+    for _ in 0..other_actors {
+        r.length_prefixed(
+            "change actor id (max_actor_id_bytes)",
+            limits.max_actor_id_bytes,
+        )?;
+    }
+    let columns = read_columns(&mut r, limits)?;
+    if columns.any_deflated {
+        // Automerge refuses these too (`CompressedChangeCols`).
+        return Err(GuardError::Malformed("change chunk has compressed columns"));
+    }
+    r.take(columns.total_len, "change column data")?;
+    // Whatever follows is the change's "extra bytes", kept verbatim by automerge.
+    Ok(())
+}
+
+/// The body of a document chunk, as `Document::parse` reads it.
+fn check_document_body(
+    body: &[u8],
+    limits: &Limits,
+    budget: &mut ChunkBudget,
+) -> Result<(), GuardError> {
+    let mut r = Reader::new(body);
+    let prefix_start = r.remaining();
+    let actors = r.count(
+        "document actors (max_chunk_actors)",
+        limits.max_chunk_actors,
+        1,
+    )?;
+    for _ in 0..actors {
+        r.length_prefixed(
+            "document actor id (max_actor_id_bytes)",
+            limits.max_actor_id_bytes,
+        )?;
+    }
+    let heads = r.hashes("document heads (max_heads)", limits.max_heads)?;
+    let change_columns = read_columns(&mut r, limits)?;
+    let op_columns = read_columns(&mut r, limits)?;
+    budget.add((prefix_start - r.remaining()) as u64)?;
+    // A document's columns are inflated against the whole budget: one
+    // document may legitimately hold more than one change's worth.
+    check_column_data(&mut r, &change_columns, budget)?;
+    check_column_data(&mut r, &op_columns, budget)?;
+    // The suffix: one LEB128 index per head (absent in old JS documents).
+    let suffix_start = r.remaining();
+    if !r.is_empty() {
+        for _ in 0..heads {
+            r.uleb("document head index")?;
+        }
+    }
+    budget.add((suffix_start - r.remaining()) as u64)?;
+    if !r.is_empty() {
+        return Err(GuardError::TrailingBytes {
+            what: "document chunk",
+            count: r.remaining(),
+        });
+    }
+    Ok(())
+}
+
+/// The body of a bundle chunk, as `BundleStorage::parse_following_header` reads it.
+fn check_bundle_body(
+    body: &[u8],
+    limits: &Limits,
+    budget: &mut ChunkBudget,
+) -> Result<(), GuardError> {
+    let mut r = Reader::new(body);
+    let prefix_start = r.remaining();
+    r.hashes("bundle dependencies (max_heads)", limits.max_heads)?;
+    let actors = r.count(
+        "bundle actors (max_chunk_actors)",
+        limits.max_chunk_actors,
+        1,
+    )?;
+    for _ in 0..actors {
+        r.length_prefixed(
+            "bundle actor id (max_actor_id_bytes)",
+            limits.max_actor_id_bytes,
+        )?;
+    }
+    let change_columns = read_columns(&mut r, limits)?;
+    budget.add((prefix_start - r.remaining()) as u64)?;
+    check_column_data(&mut r, &change_columns, budget)?;
+    let ops_meta_start = r.remaining();
+    let op_columns = read_columns(&mut r, limits)?;
+    budget.add((ops_meta_start - r.remaining()) as u64)?;
+    check_column_data(&mut r, &op_columns, budget)?;
+    if !r.is_empty() {
+        return Err(GuardError::TrailingBytes {
+            what: "bundle chunk",
+            count: r.remaining(),
+        });
+    }
+    Ok(())
+}
+
+/// Column metadata: the declared columns and their total data length.
+#[derive(Debug)]
+struct Columns {
+    /// (deflated, data length) per column.
+    columns: Vec<(bool, u64)>,
+    total_len: u64,
+    any_deflated: bool,
+}
+
+fn read_columns(r: &mut Reader<'_>, limits: &Limits) -> Result<Columns, GuardError> {
+    // Each column's metadata takes at least two bytes.
+    let count = r.count("columns (max_chunk_columns)", limits.max_chunk_columns, 2)?;
+    let mut columns = Vec::with_capacity(count);
+    let mut total_len = 0u64;
+    let mut any_deflated = false;
+    for _ in 0..count {
+        let spec = r.uleb_u32("column specification")?;
+        let len = r.uleb("column length")?;
+        let deflated = spec & COLUMN_DEFLATE != 0;
+        any_deflated |= deflated;
+        total_len = total_len.saturating_add(len);
+        columns.push((deflated, len));
+    }
+    if total_len > r.remaining() as u64 {
+        return Err(GuardError::LengthExceedsInput {
+            what: "column data",
+            declared: total_len,
+            remaining: r.remaining(),
+        });
+    }
+    Ok(Columns {
+        columns,
+        total_len,
+        any_deflated,
+    })
+}
+
+fn check_column_data(
+    r: &mut Reader<'_>,
+    columns: &Columns,
+    budget: &mut ChunkBudget,
+) -> Result<(), GuardError> {
+    for &(deflated, len) in &columns.columns {
+        let data = r.take(len, "column data")?;
+        if deflated {
+            let (cap, limit_name, limit) = budget.cap(None);
+            let size = inflated_size(data, cap, limit_name, limit)?;
+            budget.add(size)?;
+        } else {
+            budget.add(len)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> ChunkBudget {
+        ChunkBudget::new(1 << 20, "max_decompressed_message_bytes")
+    }
+
+    #[test]
+    fn refuses_bad_headers() {
+        let limits = Limits::default();
+        assert!(matches!(
+            check_chunks(b"not a chunk", &limits, &mut budget()),
+            Err(GuardError::Malformed(_))
+        ));
+        let mut chunk = MAGIC.to_vec();
+        chunk.extend([0, 0, 0, 0, 9, 0]);
+        assert_eq!(
+            check_chunks(&chunk, &limits, &mut budget()),
+            Err(GuardError::Malformed("unknown chunk type"))
+        );
+        let mut chunk = MAGIC.to_vec();
+        chunk.extend([0, 0, 0, 0, CHUNK_CHANGE, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(
+            check_chunks(&chunk, &limits, &mut budget()),
+            Err(GuardError::LengthExceedsInput {
+                declared: 0xffff_ffff,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn inflation_stops_at_the_cap() {
+        let zeros = vec![0u8; 1 << 20];
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &zeros).expect("writing to a Vec");
+        let compressed = encoder.finish().expect("writing to a Vec");
+        assert_eq!(inflated_size(&compressed, 1 << 20, "x", 1), Ok(1 << 20));
+        assert_eq!(
+            inflated_size(
+                &compressed,
+                (1 << 20) - 1,
+                "max_decompressed_change_bytes",
+                7
+            ),
+            Err(GuardError::DecompressedTooLarge {
+                limit_name: "max_decompressed_change_bytes",
+                limit: 7
+            })
+        );
+        assert!(matches!(
+            inflated_size(&[0xff, 0xff], 100, "x", 1),
+            Err(GuardError::Malformed(_))
+        ));
+    }
+}
