@@ -12,7 +12,7 @@ use std::sync::RwLock;
 use sync_core::engine::{Access, Policy};
 use sync_core::ids::{DocumentId, PeerId};
 
-use crate::store::{DocumentKind, StoreError, Storage};
+use crate::store::{DocumentKind, Storage, StoreError};
 
 #[derive(Debug, Default)]
 struct DocAcl {

@@ -42,10 +42,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 fn authenticated(
     state: &AppState,
     auth: Result<Authenticated, AuthRejection>,
-) -> Result<Authenticated, Response> {
+) -> Result<Authenticated, AppError> {
     auth.map_err(|rejection| {
         state.inner.metrics.auth_failures.inc();
-        rejection.into_response()
+        AppError::Auth(rejection)
     })
 }
 
@@ -82,7 +82,11 @@ fn field_by_path(path: &str) -> Option<Field> {
         .iter()
         .map(|f| Field::Person(*f))
         .chain(MilitaryField::ALL.iter().map(|f| Field::Military(*f)))
-        .chain(DisappearanceField::ALL.iter().map(|f| Field::Disappearance(*f)))
+        .chain(
+            DisappearanceField::ALL
+                .iter()
+                .map(|f| Field::Disappearance(*f)),
+        )
         .chain(BurialField::ALL.iter().map(|f| Field::Burial(*f)));
     all.into_iter().find(|f| f.path() == path)
 }
@@ -90,8 +94,7 @@ fn field_by_path(path: &str) -> Option<Field> {
 fn initial_edits(body: &CreateCaseBody) -> Result<Vec<Edit>, AppError> {
     let mut edits = Vec::new();
     for (path, value) in &body.values {
-        let field =
-            field_by_path(path).ok_or(AppError::BadRequest("unknown field in `values`"))?;
+        let field = field_by_path(path).ok_or(AppError::BadRequest("unknown field in `values`"))?;
         let edit = match field.kind() {
             FieldKind::Str => Edit::SetField {
                 field,
@@ -142,11 +145,9 @@ pub async fn create_case(
     State(state): State<AppState>,
     auth: Result<Authenticated, AuthRejection>,
     body: Bytes,
-) -> Result<Response, Response> {
+) -> Result<Response, AppError> {
     let auth = authenticated(&state, auth)?;
-    create_case_inner(&state, &auth, &body)
-        .await
-        .map_err(IntoResponse::into_response)
+    create_case_inner(&state, &auth, &body).await
 }
 
 async fn create_case_inner(
@@ -242,7 +243,7 @@ async fn create_case_inner(
 pub async fn list_cases(
     State(state): State<AppState>,
     auth: Result<Authenticated, AuthRejection>,
-) -> Result<Response, Response> {
+) -> Result<Response, AppError> {
     let auth = authenticated(&state, auth)?;
     let cases: Vec<Json_> = state
         .inner
@@ -256,7 +257,11 @@ pub async fn list_cases(
 
 /// Resolves `{id}` (URL or bare id) to a case the caller may see; anything
 /// else is 404.
-pub fn visible_case(state: &AppState, auth: &Authenticated, id: &str) -> Result<DocumentId, AppError> {
+pub fn visible_case(
+    state: &AppState,
+    auth: &Authenticated,
+    id: &str,
+) -> Result<DocumentId, AppError> {
     let doc = DocumentId::parse_url_or_id(id).map_err(|_| AppError::NotFound)?;
     match state
         .inner
@@ -310,12 +315,12 @@ pub async fn get_case(
     State(state): State<AppState>,
     auth: Result<Authenticated, AuthRejection>,
     Path(id): Path<String>,
-) -> Result<Response, Response> {
+) -> Result<Response, AppError> {
     let auth = authenticated(&state, auth)?;
-    let doc_id = visible_case(&state, &auth, &id).map_err(IntoResponse::into_response)?;
+    let doc_id = visible_case(&state, &auth, &id)?;
     let doc = state.inner.docs.read(doc_id).await.map_err(|e| match e {
-        crate::docs::DocError::NotFound => AppError::NotFound.into_response(),
-        other => AppError::Unavailable(other.to_string()).into_response(),
+        crate::docs::DocError::NotFound => AppError::NotFound,
+        other => AppError::Unavailable(other.to_string()),
     })?;
     // Reading a large document is CPU work: off the executor.
     let body = tokio::task::spawn_blocking(move || {
@@ -327,6 +332,6 @@ pub async fn get_case(
         })
     })
     .await
-    .map_err(|e| AppError::internal(e).into_response())?;
+    .map_err(AppError::internal)?;
     Ok(Json(body).into_response())
 }

@@ -125,8 +125,11 @@ impl AppState {
                 acl,
                 docs,
                 metrics,
-                server_peer: PeerId::new(format!("casesync-server-{}", &storage_id.as_str()[..8.min(storage_id.as_str().len())]))
-                    .map_err(|e| StartError::Other(e.to_string()))?,
+                server_peer: PeerId::new(format!(
+                    "casesync-server-{}",
+                    &storage_id.as_str()[..8.min(storage_id.as_str().len())]
+                ))
+                .map_err(|e| StartError::Other(e.to_string()))?,
                 storage_id,
                 next_conn: AtomicU64::new(1),
                 shutdown,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use automerge::ReadDoc;
 use sync_core::guard::{self, Limits};
 
 use crate::store::{SqliteConfig, SqliteStorage, Storage};

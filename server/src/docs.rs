@@ -43,7 +43,9 @@ pub enum Outbound {
         data: Vec<u8>,
     },
     /// The document refused this peer's input, or failed: close.
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 /// Who delivered a sync message, for the change log's provenance.
@@ -383,10 +385,11 @@ impl Actor {
             };
             self.handle(cmd).await;
             if self.sync.is_poisoned() {
-                // Storage failed under us: the in-memory document holds
-                // changes that are not durable. Drop it; peers reconnect and
-                // re-send, and the document reloads from what is stored.
-                reason = "storage failure; reconnect";
+                // Storage failed under us, or automerge failed on peer
+                // input: the in-memory document may hold changes that are
+                // not durable or be inconsistent. Drop it; peers reconnect
+                // and re-send, and the document reloads from what is stored.
+                reason = "document failed; reconnect";
                 break;
             }
             self.route();
@@ -456,15 +459,8 @@ impl Actor {
                                 reason: format!("refused: {e}"),
                             });
                         }
-                        if matches!(
-                            e,
-                            sync_core::engine::DocSyncError::Guard(
-                                sync_core::guard::GuardError::AutomergePanicked { .. }
-                            )
-                        ) {
-                            // The document may be inconsistent: force a reload.
-                            panic!("automerge panicked on peer input; reloading document");
-                        }
+                        // If automerge failed, `DocSync` is poisoned and the
+                        // run loop stops, so the next request reloads it.
                         return;
                     }
                 }

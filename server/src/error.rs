@@ -20,6 +20,9 @@ pub enum AppError {
     Internal(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A missing or invalid token: 401 with a generic message.
+    #[error("unauthorized")]
+    Auth(crate::auth::AuthRejection),
 }
 
 impl AppError {
@@ -30,7 +33,22 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
+        let (status, code, message) = match self {
+            AppError::Auth(rejection) => return rejection.into_response(),
+            other => other.parts(),
+        };
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
+    }
+}
+
+impl AppError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            AppError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", *m),
             AppError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "invalid JSON body"),
@@ -50,11 +68,6 @@ impl IntoResponse for AppError {
                     "temporarily unavailable, retry",
                 )
             }
-        };
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response()
+        }
     }
 }

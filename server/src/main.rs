@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sync_core::ids::{DeviceId, UserId};
 
 #[derive(Debug, Parser)]
-#[command(name = "casesync", version, about = "Offline-first sync server for case documents")]
+#[command(
+    name = "casesync",
+    version,
+    about = "Offline-first sync server for case documents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -135,7 +139,9 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let state = app::AppState::open(config).await.map_err(|e| e.to_string())?;
+            let state = app::AppState::open(config)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("casesync listening on http://{addr}");
             println!("  data directory: {}", data_dir.display());
             println!("  field app:      http://{addr}/app/");

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::acl::UserPolicy;
 use crate::app::AppState;
-use crate::auth::{self, Authenticated, AuthRejection, Identity, WS_PROTOCOL};
+use crate::auth::{self, AuthRejection, Authenticated, Identity, WS_PROTOCOL};
 use crate::docs::{Outbound, PeerHandle, Provenance};
 
 /// WebSocket close code for a policy violation (RFC 6455).
@@ -267,8 +267,11 @@ impl Conn {
         match out {
             Outbound::Sync { document, data } => self.session.send_sync(document, data),
             Outbound::RemoteHeads { document, heads } => {
-                self.session
-                    .send_remote_heads(document, heads, u64::try_from(now_ms()).unwrap_or(0));
+                self.session.send_remote_heads(
+                    document,
+                    heads,
+                    u64::try_from(now_ms()).unwrap_or(0),
+                );
             }
             Outbound::Ephemeral {
                 from,

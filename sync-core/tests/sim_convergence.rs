@@ -3,6 +3,8 @@
 //! Every run must converge with nothing lost and nothing acknowledged before
 //! it was durable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod sim;
 
 use automerge::transaction::{CommitOptions, Transactable};

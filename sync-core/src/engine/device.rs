@@ -93,7 +93,7 @@ impl DeviceDoc {
         let deps: std::collections::BTreeSet<ChangeHash> = set
             .iter()
             .filter_map(|h| doc.get_change_meta_by_hash(h))
-            .flat_map(|m| m.deps.iter().copied().collect::<Vec<_>>())
+            .flat_map(|m| m.deps.to_vec())
             .collect();
         self.acked_heads = set.into_iter().filter(|h| !deps.contains(h)).collect();
     }

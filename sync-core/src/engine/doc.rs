@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::sync::{State, SyncDoc};
+use automerge::sync::State;
 use automerge::{Automerge, Change, ChangeHash};
 
 use crate::guard::{self, GuardError, Limits};
@@ -132,7 +132,19 @@ impl DocSync {
             .peers
             .get_mut(peer)
             .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
-        guard::receive_sync_message(&mut self.doc, &mut entry.state, data, &self.limits)?;
+        if let Err(e) =
+            guard::receive_sync_message(&mut self.doc, &mut entry.state, data, &self.limits)
+        {
+            if matches!(
+                e,
+                GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. }
+            ) {
+                // The document may be inconsistent now: poison it so the
+                // driver reloads it from storage.
+                self.in_flight.insert(u64::MAX);
+            }
+            return Err(e.into());
+        }
         if entry.read_only {
             // automerge's read-only state ignores changes; nothing to persist.
             return Ok(());
@@ -191,7 +203,9 @@ impl DocSync {
         self.in_flight.insert(u64::MAX);
     }
 
-    /// True when the gate is closed for good after a storage failure.
+    /// True when the gate is closed for good: after a storage failure, or
+    /// after automerge failed on peer input. The driver must drop this
+    /// document and reload it from storage.
     pub fn is_poisoned(&self) -> bool {
         self.in_flight.contains(&u64::MAX)
     }
@@ -203,10 +217,19 @@ impl DocSync {
             return Vec::new();
         }
         let mut out = Vec::new();
+        let mut failed = false;
         for (peer, p) in self.peers.iter_mut() {
-            if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
-                out.push((peer.clone(), msg.encode()));
+            match guard::generate_sync_message(&self.doc, &mut p.state) {
+                Ok(Some(msg)) => out.push((peer.clone(), msg.encode())),
+                Ok(None) => {}
+                // A hostile state made automerge panic: stop serving this
+                // document; the driver reloads it from storage.
+                Err(_) => failed = true,
             }
+        }
+        if failed {
+            self.in_flight.insert(u64::MAX);
+            return Vec::new();
         }
         out
     }
@@ -217,9 +240,13 @@ impl DocSync {
             return None;
         }
         let p = self.peers.get_mut(peer)?;
-        self.doc
-            .generate_sync_message(&mut p.state)
-            .map(|m| m.encode())
+        match guard::generate_sync_message(&self.doc, &mut p.state) {
+            Ok(m) => m.map(|m| m.encode()),
+            Err(_) => {
+                self.in_flight.insert(u64::MAX);
+                None
+            }
+        }
     }
 
     /// The heads the peer is known to have, from its last sync message.
