@@ -517,8 +517,8 @@ fn plausible_sync_message() -> impl Strategy<Value = Vec<u8>> {
     let hash = proptest::array::uniform32(any::<u8>());
     (
         any::<bool>(),
-        proptest::collection::vec(hash.clone(), 0..3),
-        proptest::collection::vec(hash.clone(), 0..3),
+        proptest::collection::vec(hash, 0..3),
+        proptest::collection::vec(hash, 0..3),
         proptest::collection::vec((proptest::collection::vec(hash, 0..2), bloom), 0..3),
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..2),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)),
