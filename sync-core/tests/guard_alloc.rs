@@ -111,6 +111,21 @@ fn refusing_deep_cbor_and_absurd_lengths_allocates_almost_nothing() {
     assert!(allocated < TINY_BUDGET, "{allocated} bytes allocated");
 }
 
+#[test]
+fn refusing_a_run_length_op_bomb_allocates_almost_nothing() {
+    let _serial = serial();
+    let message = sync_message_with_changes(vec![run_length_op_bomb(1 << 40)]);
+    let mut doc = doc_with_changes(b"server", 2);
+    let mut state = sync::State::new();
+
+    let (allocated, refused) = allocated_during(|| {
+        guard::receive_sync_message(&mut doc, &mut state, &message, &Limits::default())
+    });
+
+    assert!(matches!(refused, Err(GuardError::TooMany { .. })));
+    assert!(allocated < TINY_BUDGET, "{allocated} bytes allocated");
+}
+
 /// Fifteen bytes whose Bloom filter has `num_probes = u32::MAX`.
 const BLOOM_16_GIB: [u8; 15] = [
     0x42, 0x00, 0x00, 0x01, 0x00, 0x08, 0x01, 0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x00,
