@@ -625,4 +625,46 @@ mod tests {
             Err(GuardError::Malformed(_))
         ));
     }
+
+    fn items(spec: u32, column: &[u8], limit: u64) -> Result<u64, GuardError> {
+        let cap = ItemCap {
+            limit,
+            what: "test",
+        };
+        count_items(spec, &mut slice_bytes(column), cap)
+    }
+
+    #[test]
+    fn column_items_are_counted_without_expanding() {
+        // Integer RLE: a run of 5 sevens, two literals, 3 nulls.
+        assert_eq!(
+            items(0x02, &[0x05, 0x07, 0x7e, 0x01, 0x02, 0x00, 0x03], 100),
+            Ok(10)
+        );
+        // Delta RLE with a negative literal; string RLE: a run of 4 "ab".
+        assert_eq!(items(0x03, &[0x7f, 0x7f], 100), Ok(1));
+        assert_eq!(items(0x05, &[0x04, 0x02, b'a', b'b'], 100), Ok(4));
+        // Booleans: 3 false, 2 true.
+        assert_eq!(items(0x04, &[0x03, 0x02], 100), Ok(5));
+        // Raw values are bounded by their bytes, not counted.
+        assert_eq!(items(0x07, &[0xff; 10], 0), Ok(0));
+        // A run of 2^40 is refused without expanding it.
+        assert!(matches!(
+            items(0x02, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x01], 1000),
+            Err(GuardError::TooMany {
+                count: 0x100_0000_0000,
+                limit: 1000,
+                ..
+            })
+        ));
+        // A run without its value, a string shorter than declared.
+        assert!(matches!(
+            items(0x02, &[0x05], 100),
+            Err(GuardError::Truncated { .. })
+        ));
+        assert!(matches!(
+            items(0x05, &[0x01, 0x05, b'a'], 100),
+            Err(GuardError::Truncated { .. })
+        ));
+    }
 }
