@@ -6,7 +6,8 @@ mod guard_support;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::Automerge;
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ReadDoc};
 use guard_support::*;
 use proptest::prelude::*;
 use sync_core::guard::{self, GuardError, Limits};
@@ -390,46 +391,115 @@ fn frames_and_documents_have_size_caps() {
 }
 
 #[test]
-fn document_op_cap_is_enforced() {
-    let mut source = doc_with_changes(b"peer", 50);
+fn document_op_cap_is_enforced_before_automerge() {
+    let source = doc_with_changes(b"peer", 50);
     let limits = Limits {
         max_document_ops: 40,
         ..Limits::default()
     };
-    // Loading a document over the cap is refused.
+    // Loading a document over the cap is refused: its op columns are longer
+    // than the cap.
     assert!(matches!(
         guard::load_document(&source.save(), &limits),
-        Err(GuardError::DocumentTooManyOps { limit: 40, .. })
+        Err(GuardError::TooMany { what, limit: 40, .. }) if what.contains("max_document_ops")
     ));
-    // Receiving changes that push a document over the cap is reported after
-    // the fact, and the error tells the caller to reload.
-    let mut doc = Automerge::new();
-    let mut state = sync::State::new();
-    let mut source_state = sync::State::new();
-    let mut refused = None;
-    for _ in 0..10 {
-        let Some(message) = source.generate_sync_message(&mut source_state) else {
-            break;
-        };
-        match guard::receive_sync_message(&mut doc, &mut state, &message.encode(), &limits) {
-            Ok(()) => {}
-            Err(error) => {
-                refused = Some(error);
-                break;
-            }
-        }
-        if let Some(reply) = doc.generate_sync_message(&mut state) {
-            source
-                .receive_sync_message(&mut source_state, reply)
-                .expect("valid reply");
-        }
+    // Receiving changes that could push a document over the cap is refused
+    // before automerge applies them. The phone has 40 of the source's 50
+    // changes; the last 10 would take it past the cap.
+    let mut phone = doc_with_changes(b"peer", 40);
+    let mut source = phone.fork();
+    for i in 0..10 {
+        let mut tx = source.transaction();
+        tx.put(automerge::ROOT, format!("late-{i}"), i)
+            .expect("put");
+        tx.commit();
     }
-    let refused = refused.expect("the cap was hit");
+    let limits = Limits {
+        max_document_ops: phone.stats().num_ops + 5,
+        ..Limits::default()
+    };
+    let mut refused = Vec::new();
+    sync_until_quiet(&mut source, &mut phone, 20, |doc, state, bytes| {
+        let ops_before = doc.stats().num_ops;
+        let heads_before = doc.get_heads();
+        if let Err(error) = guard::receive_sync_message(doc, state, bytes, &limits) {
+            assert_eq!(doc.stats().num_ops, ops_before, "nothing was applied");
+            assert_eq!(doc.get_heads(), heads_before);
+            refused.push(error);
+        }
+    });
+    assert!(
+        matches!(refused.first(), Some(GuardError::TooManyOps { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn run_length_op_bomb_expands_in_unguarded_automerge() {
+    // 200 000 operations from a 52-byte change chunk.
+    let bomb = run_length_op_bomb(200_000);
+    assert!(bomb.len() < 64, "{} bytes", bomb.len());
+    let mut doc = Automerge::new();
+    doc.load_incremental(&bomb).expect("automerge loads it");
+    assert_eq!(doc.stats().num_ops, 200_000);
+
+    // The guard counts the runs without expanding them.
     assert!(matches!(
-        refused,
-        GuardError::DocumentTooManyOps { limit: 40, .. }
+        guard::load_changes(&mut Automerge::new(), &bomb, &Limits::default()),
+        Err(GuardError::TooMany {
+            count: 200_000,
+            limit: 100_000,
+            ..
+        })
     ));
-    assert!(refused.to_string().contains("reload it from storage"));
+    let limits = Limits {
+        max_ops_per_change: 200_000,
+        ..Limits::default()
+    };
+    let summary = guard::check_sync_message(&sync_message_with_changes(vec![bomb]), &limits)
+        .expect("within a raised limit");
+    assert_eq!(summary.ops, 200_000);
+}
+
+#[test]
+fn run_length_op_bombs_are_refused() {
+    let limits = Limits::default();
+    // 2^40 operations in a change: at automerge's pace (about a million a
+    // second) this is days of CPU and terabytes of RAM.
+    let bomb = run_length_op_bomb(1 << 40);
+    let message = sync_message_with_changes(vec![bomb.clone()]);
+    let mut doc = doc_with_changes(b"server", 2);
+    let mut state = sync::State::new();
+    assert!(matches!(
+        guard::receive_sync_message(&mut doc, &mut state, &message, &limits),
+        Err(GuardError::TooMany {
+            count: 0x100_0000_0000,
+            ..
+        })
+    ));
+    assert!(guard::load_changes(&mut doc, &bomb, &limits).is_err());
+
+    // The same inside a DEFLATE-compressed document column, counted while
+    // streaming through the inflater.
+    let mut column = Vec::new();
+    sleb(1 << 40, &mut column);
+    column.push(0x01);
+    let document = document_with_deflated_column(&deflate(&column));
+    assert!(matches!(
+        guard::load_document(&document, &limits),
+        Err(GuardError::TooMany {
+            count: 0x100_0000_0000,
+            ..
+        })
+    ));
+    // And an absurd literal count, refused before reading the literals.
+    let mut column = Vec::new();
+    sleb(-(1 << 40), &mut column);
+    let document = document_with_deflated_column(&deflate(&column));
+    assert!(matches!(
+        guard::load_document(&document, &limits),
+        Err(GuardError::TooMany { .. })
+    ));
 }
 
 #[test]

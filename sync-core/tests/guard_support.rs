@@ -185,3 +185,58 @@ pub fn document_with_deflated_column(deflated: &[u8]) -> Vec<u8> {
     body.extend(deflated);
     chunk(0, checksum(0, &body), &body)
 }
+
+pub fn sleb(mut value: i64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0) {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A change chunk (type 1, valid checksum) of about 50 bytes that declares
+/// `ops` operations, each `put(ROOT, "a", null)`: every op column is one
+/// run-length encoded run. Automerge 0.12 loads it and expands every op.
+pub fn run_length_op_bomb(ops: u64) -> Vec<u8> {
+    let run = |value: &[u8]| {
+        let mut column = Vec::new();
+        sleb(ops as i64, &mut column);
+        column.extend(value);
+        column
+    };
+    let key = run(&[0x01, b'a']); // a run of the one-byte string "a"
+    let mut insert = Vec::new(); // boolean: a run of `ops` falses
+    uleb(ops, &mut insert);
+    let action = run(&[0x01]); // a run of action 1 (set)
+    let value_meta = run(&[0x00]); // a run of null values
+    let pred = run(&[0x00]); // a run of empty pred groups
+    let mut body = vec![
+        0x00, // no dependencies
+        0x01, b'x', // actor id "x"
+        0x01, // seq 1
+        0x01, // start op 1
+        0x00, // time 0
+        0x00, // no message
+        0x00, // no other actors
+        0x05, // five columns:
+    ];
+    let columns = [
+        (0x15, &key), // key string
+        (0x34, &insert),
+        (0x42, &action),
+        (0x56, &value_meta),
+        (0x70, &pred), // pred group
+    ];
+    for (spec, column) in columns {
+        uleb(spec, &mut body);
+        uleb(column.len() as u64, &mut body);
+    }
+    for (_, column) in columns {
+        body.extend(column.iter());
+    }
+    chunk(1, checksum(1, &body), &body)
+}

@@ -8,6 +8,13 @@
 //! DEFLATE expands up to about 1032:1, so a 64 KiB chunk can become 64 MiB.
 //! Here every inflation reads through `.take(cap + 1)` into a sink: a bomb is
 //! refused after at most `cap + 1` bytes of output and nothing is kept.
+//!
+//! Columns are run-length encoded, which is a second amplifier that no
+//! decompression cap sees: a run is a count and one value, so a 49-byte
+//! change chunk can declare a million operations (automerge 0.12 loads it,
+//! one op at a time). Every column's logical length is therefore counted,
+//! without materialising it, and bounded by `Limits::max_ops_per_change`
+//! (change chunks) or `Limits::max_document_ops` (document and bundle chunks).
 
 use std::io::Read;
 
@@ -32,6 +39,9 @@ pub(crate) struct ChunkBudget {
     pub(crate) expanded_bytes: u64,
     /// Number of chunks seen.
     pub(crate) chunks: usize,
+    /// An upper bound on the operations the chunks hold: per chunk, the
+    /// longest logical column.
+    pub(crate) ops: u64,
     /// The most expanded bytes allowed in total, and the limit's name.
     total_limit: usize,
     total_limit_name: &'static str,
@@ -42,6 +52,7 @@ impl ChunkBudget {
         Self {
             expanded_bytes: 0,
             chunks: 0,
+            ops: 0,
             total_limit,
             total_limit_name,
         }
@@ -120,7 +131,9 @@ fn check_one_chunk(
     match chunk_type {
         CHUNK_CHANGE => {
             budget.add(header_len + body_len)?;
-            check_change_body(body, limits)
+            let ops = check_change_body(body, limits)?;
+            budget.ops = budget.ops.saturating_add(ops);
+            Ok(())
         }
         CHUNK_COMPRESSED => {
             // Automerge rebuilds a change chunk around the inflated body.
@@ -135,7 +148,9 @@ fn check_one_chunk(
                 .take(cap)
                 .read_to_end(&mut inflated)
                 .map_err(|_| GuardError::Malformed("compressed change is not valid DEFLATE"))?;
-            check_change_body(&inflated, limits)
+            let ops = check_change_body(&inflated, limits)?;
+            budget.ops = budget.ops.saturating_add(ops);
+            Ok(())
         }
         CHUNK_DOCUMENT => {
             budget.add(header_len)?;
@@ -168,7 +183,8 @@ pub(crate) fn inflated_size(
 }
 
 /// The body of a change chunk, as `Change::parse_following_header` reads it.
-fn check_change_body(body: &[u8], limits: &Limits) -> Result<(), GuardError> {
+/// Returns an upper bound on its operations.
+fn check_change_body(body: &[u8], limits: &Limits) -> Result<u64, GuardError> {
     let mut r = Reader::new(body);
     r.hashes("change dependencies (max_heads)", limits.max_heads)?;
     r.length_prefixed(
@@ -203,9 +219,17 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(), GuardError> {
         // Automerge refuses these too (`CompressedChangeCols`).
         return Err(GuardError::Malformed("change chunk has compressed columns"));
     }
-    r.take(columns.total_len, "change column data")?;
+    let cap = ItemCap {
+        limit: limits.max_ops_per_change,
+        what: "column items in a change (max_ops_per_change)",
+    };
+    let mut ops = 0;
+    for &(spec, _, len) in &columns.columns {
+        let data = r.take(len, "change column data")?;
+        ops = ops.max(count_items(spec, &mut slice_bytes(data), cap)?);
+    }
     // Whatever follows is the change's "extra bytes", kept verbatim by automerge.
-    Ok(())
+    Ok(ops)
 }
 
 /// The body of a document chunk, as `Document::parse` reads it.
@@ -233,8 +257,10 @@ fn check_document_body(
     budget.add((prefix_start - r.remaining()) as u64)?;
     // A document's columns are inflated against the whole budget: one
     // document may legitimately hold more than one change's worth.
-    check_column_data(&mut r, &change_columns, budget)?;
-    check_column_data(&mut r, &op_columns, budget)?;
+    let cap = document_item_cap(limits);
+    let changes = check_column_data(&mut r, &change_columns, cap, budget)?;
+    let ops = check_column_data(&mut r, &op_columns, cap, budget)?;
+    budget.ops = budget.ops.saturating_add(changes.max(ops));
     // The suffix: one LEB128 index per head (absent in old JS documents).
     let suffix_start = r.remaining();
     if !r.is_empty() {
@@ -274,11 +300,13 @@ fn check_bundle_body(
     }
     let change_columns = read_columns(&mut r, limits)?;
     budget.add((prefix_start - r.remaining()) as u64)?;
-    check_column_data(&mut r, &change_columns, budget)?;
+    let cap = document_item_cap(limits);
+    let changes = check_column_data(&mut r, &change_columns, cap, budget)?;
     let ops_meta_start = r.remaining();
     let op_columns = read_columns(&mut r, limits)?;
     budget.add((ops_meta_start - r.remaining()) as u64)?;
-    check_column_data(&mut r, &op_columns, budget)?;
+    let ops = check_column_data(&mut r, &op_columns, cap, budget)?;
+    budget.ops = budget.ops.saturating_add(changes.max(ops));
     if !r.is_empty() {
         return Err(GuardError::TrailingBytes {
             what: "bundle chunk",
@@ -291,9 +319,8 @@ fn check_bundle_body(
 /// Column metadata: the declared columns and their total data length.
 #[derive(Debug)]
 struct Columns {
-    /// (deflated, data length) per column.
-    columns: Vec<(bool, u64)>,
-    total_len: u64,
+    /// (specification, deflated, data length) per column.
+    columns: Vec<(u32, bool, u64)>,
     any_deflated: bool,
 }
 
@@ -309,7 +336,7 @@ fn read_columns(r: &mut Reader<'_>, limits: &Limits) -> Result<Columns, GuardErr
         let deflated = spec & COLUMN_DEFLATE != 0;
         any_deflated |= deflated;
         total_len = total_len.saturating_add(len);
-        columns.push((deflated, len));
+        columns.push((spec, deflated, len));
     }
     if total_len > r.remaining() as u64 {
         return Err(GuardError::LengthExceedsInput {
@@ -320,27 +347,225 @@ fn read_columns(r: &mut Reader<'_>, limits: &Limits) -> Result<Columns, GuardErr
     }
     Ok(Columns {
         columns,
-        total_len,
         any_deflated,
     })
 }
 
+/// Reads the data of `columns`, inflating compressed ones against the
+/// budget, and counts each column's logical items against `cap`. Returns
+/// the longest column's item count.
 fn check_column_data(
     r: &mut Reader<'_>,
     columns: &Columns,
+    cap: ItemCap,
     budget: &mut ChunkBudget,
-) -> Result<(), GuardError> {
-    for &(deflated, len) in &columns.columns {
+) -> Result<u64, GuardError> {
+    let mut longest = 0;
+    for &(spec, deflated, len) in &columns.columns {
         let data = r.take(len, "column data")?;
-        if deflated {
-            let (cap, limit_name, limit) = budget.cap(None);
-            let size = inflated_size(data, cap, limit_name, limit)?;
+        let items = if deflated {
+            let (byte_cap, limit_name, limit) = budget.cap(None);
+            let (size, items) = inflate_and_count(data, spec, byte_cap, cap, limit_name, limit)?;
             budget.add(size)?;
+            items
         } else {
             budget.add(len)?;
+            count_items(spec, &mut slice_bytes(data), cap)?
+        };
+        longest = longest.max(items);
+    }
+    Ok(longest)
+}
+
+fn document_item_cap(limits: &Limits) -> ItemCap {
+    ItemCap {
+        limit: limits.max_document_ops,
+        what: "column items in a document or bundle (max_document_ops)",
+    }
+}
+
+/// The most logical items one column may hold, and the limit's name.
+#[derive(Debug, Clone, Copy)]
+struct ItemCap {
+    limit: u64,
+    what: &'static str,
+}
+
+impl ItemCap {
+    fn add(&self, items: &mut u64, more: u64) -> Result<(), GuardError> {
+        *items = items.saturating_add(more);
+        if *items > self.limit {
+            return Err(GuardError::TooMany {
+                what: self.what,
+                count: *items,
+                limit: usize::try_from(self.limit).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn slice_bytes(data: &[u8]) -> impl Iterator<Item = Result<u8, GuardError>> + '_ {
+    data.iter().map(|&byte| Ok(byte))
+}
+
+/// Inflates a compressed column through a small buffer, counting its items
+/// as it streams past. Nothing is kept; at most `byte_cap + 1` bytes are
+/// produced.
+fn inflate_and_count(
+    compressed: &[u8],
+    spec: u32,
+    byte_cap: u64,
+    item_cap: ItemCap,
+    limit_name: &'static str,
+    limit: usize,
+) -> Result<(u64, u64), GuardError> {
+    let decoder = flate2::bufread::DeflateDecoder::new(compressed).take(byte_cap.saturating_add(1));
+    let mut produced = 0u64;
+    let mut bytes = std::io::BufReader::new(decoder).bytes().map(|byte| {
+        produced += 1;
+        byte.map_err(|_| GuardError::Malformed("invalid DEFLATE data"))
+    });
+    let counted = count_items(spec, &mut bytes, item_cap);
+    // Whatever the counter did not need still counts towards the size.
+    let drained = bytes.try_fold((), |(), byte| byte.map(drop));
+    drop(bytes);
+    if produced > byte_cap {
+        return Err(GuardError::DecompressedTooLarge { limit_name, limit });
+    }
+    drained?;
+    Ok((produced, counted?))
+}
+
+/// Column types, from the low three bits of a column specification.
+const COLUMN_TYPE_DELTA: u32 = 3;
+const COLUMN_TYPE_BOOLEAN: u32 = 4;
+const COLUMN_TYPE_STRING: u32 = 5;
+const COLUMN_TYPE_VALUE: u32 = 7;
+
+/// Counts the logical items of one column without materialising them,
+/// refusing as soon as the count passes `cap`.
+///
+/// Boolean columns are LEB128 run lengths, alternating false and true. Raw
+/// value columns hold bytes whose count the byte caps already bound. Every
+/// other column type is automerge's run-length encoding: a signed count `n`;
+/// `n > 0` is a run of one value repeated `n` times, `n < 0` is `-n` literal
+/// values, and `0` is followed by a count of nulls. Values are unsigned
+/// LEB128, signed LEB128 (delta columns) or a length-prefixed string.
+fn count_items(
+    spec: u32,
+    bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
+    cap: ItemCap,
+) -> Result<u64, GuardError> {
+    let column_type = spec & 0b111;
+    let mut items = 0u64;
+    match column_type {
+        COLUMN_TYPE_VALUE => {}
+        COLUMN_TYPE_BOOLEAN => {
+            while let Some(run) = next_uleb(bytes)? {
+                cap.add(&mut items, run)?;
+            }
+        }
+        _ => {
+            while let Some(count) = next_sleb(bytes)? {
+                if count > 0 {
+                    cap.add(&mut items, count.unsigned_abs())?;
+                    skip_value(column_type, bytes)?;
+                } else if count < 0 {
+                    // Checked before reading: each literal costs input bytes,
+                    // but an absurd count is refused at once.
+                    cap.add(&mut items, count.unsigned_abs())?;
+                    for _ in 0..count.unsigned_abs() {
+                        skip_value(column_type, bytes)?;
+                    }
+                } else {
+                    let nulls =
+                        next_uleb(bytes)?.ok_or(GuardError::Truncated { what: "null run" })?;
+                    cap.add(&mut items, nulls)?;
+                }
+            }
         }
     }
-    Ok(())
+    Ok(items)
+}
+
+fn skip_value(
+    column_type: u32,
+    bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
+) -> Result<(), GuardError> {
+    const WHAT: &str = "column value";
+    match column_type {
+        COLUMN_TYPE_DELTA => next_sleb(bytes)?.map(drop),
+        COLUMN_TYPE_STRING => {
+            let len = next_uleb(bytes)?.ok_or(GuardError::Truncated { what: WHAT })?;
+            for _ in 0..len {
+                bytes
+                    .next()
+                    .transpose()?
+                    .ok_or(GuardError::Truncated { what: WHAT })?;
+            }
+            Some(())
+        }
+        _ => next_uleb(bytes)?.map(drop),
+    }
+    .ok_or(GuardError::Truncated { what: WHAT })
+}
+
+/// Unsigned LEB128 from a byte stream; `None` when the stream has ended.
+fn next_uleb(
+    bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
+) -> Result<Option<u64>, GuardError> {
+    let mut result = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let Some(byte) = bytes.next().transpose()? else {
+            return if shift == 0 {
+                Ok(None)
+            } else {
+                Err(GuardError::Truncated {
+                    what: "column LEB128",
+                })
+            };
+        };
+        if shift > 63 {
+            return Err(GuardError::Malformed("column LEB128 longer than 64 bits"));
+        }
+        result |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return Ok(Some(result));
+        }
+    }
+}
+
+/// Signed LEB128 from a byte stream; `None` when the stream has ended.
+fn next_sleb(
+    bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
+) -> Result<Option<i64>, GuardError> {
+    let mut result = 0i64;
+    let mut shift = 0u32;
+    loop {
+        let Some(byte) = bytes.next().transpose()? else {
+            return if shift == 0 {
+                Ok(None)
+            } else {
+                Err(GuardError::Truncated {
+                    what: "column LEB128",
+                })
+            };
+        };
+        if shift > 63 {
+            return Err(GuardError::Malformed("column LEB128 longer than 64 bits"));
+        }
+        result |= i64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        shift += 7;
+        if byte & 0x80 == 0 {
+            if shift < 64 && byte & 0x40 != 0 {
+                result |= -1i64 << shift;
+            }
+            return Ok(Some(result));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +623,48 @@ mod tests {
         assert!(matches!(
             inflated_size(&[0xff, 0xff], 100, "x", 1),
             Err(GuardError::Malformed(_))
+        ));
+    }
+
+    fn items(spec: u32, column: &[u8], limit: u64) -> Result<u64, GuardError> {
+        let cap = ItemCap {
+            limit,
+            what: "test",
+        };
+        count_items(spec, &mut slice_bytes(column), cap)
+    }
+
+    #[test]
+    fn column_items_are_counted_without_expanding() {
+        // Integer RLE: a run of 5 sevens, two literals, 3 nulls.
+        assert_eq!(
+            items(0x02, &[0x05, 0x07, 0x7e, 0x01, 0x02, 0x00, 0x03], 100),
+            Ok(10)
+        );
+        // Delta RLE with a negative literal; string RLE: a run of 4 "ab".
+        assert_eq!(items(0x03, &[0x7f, 0x7f], 100), Ok(1));
+        assert_eq!(items(0x05, &[0x04, 0x02, b'a', b'b'], 100), Ok(4));
+        // Booleans: 3 false, 2 true.
+        assert_eq!(items(0x04, &[0x03, 0x02], 100), Ok(5));
+        // Raw values are bounded by their bytes, not counted.
+        assert_eq!(items(0x07, &[0xff; 10], 0), Ok(0));
+        // A run of 2^40 is refused without expanding it.
+        assert!(matches!(
+            items(0x02, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x01], 1000),
+            Err(GuardError::TooMany {
+                count: 0x100_0000_0000,
+                limit: 1000,
+                ..
+            })
+        ));
+        // A run without its value, a string shorter than declared.
+        assert!(matches!(
+            items(0x02, &[0x05], 100),
+            Err(GuardError::Truncated { .. })
+        ));
+        assert!(matches!(
+            items(0x05, &[0x01, 0x05, b'a'], 100),
+            Err(GuardError::Truncated { .. })
         ));
     }
 }

@@ -76,6 +76,12 @@ pub enum GuardError {
     #[error("document of {size} bytes would exceed max_document_bytes ({limit})")]
     DocumentTooLarge { size: u64, limit: usize },
 
+    /// Applying the input could take the document past
+    /// `Limits::max_document_ops`: `ops` is what it holds now plus an upper
+    /// bound on what the input declares. Refused before automerge ran.
+    #[error("document could reach {ops} operations, above max_document_ops ({limit})")]
+    TooManyOps { ops: u64, limit: u64 },
+
     /// The document holds more operations than `Limits::max_document_ops`.
     /// When returned by a guarded entry point after automerge ran, the
     /// in-memory document already holds the changes: discard it and reload

@@ -64,6 +64,14 @@ pub struct Limits {
     /// Longest commit message in a change, in bytes. Default 64 KiB.
     pub max_change_message_bytes: usize,
 
+    /// Most operations one change may declare. A run-length encoded column
+    /// can declare a million operations in 52 bytes, so every column's
+    /// logical length is counted against this before automerge expands it.
+    /// Automerge 0.12 allocates about 380 bytes per op while loading such a
+    /// change (378 MB peak for a million, measured), though it keeps little.
+    /// Pasting a narrative is one op per character. Default 100 000.
+    pub max_ops_per_change: u64,
+
     /// Largest size of one compressed change chunk once inflated, in bytes.
     /// The DEFLATE columns of document and bundle chunks count against the
     /// per-message (or per-document) total instead. Default 16 MiB.
@@ -75,8 +83,17 @@ pub struct Limits {
     /// Largest document, in bytes (stored size plus incoming change bytes,
     /// and the inflated size of a document being loaded). Default 128 MiB.
     pub max_document_bytes: usize,
-    /// Most operations a loaded document may hold. Automerge keeps every op
-    /// in memory, so this bounds a document's RAM. Default 10 000 000.
+    /// Most operations a document may hold. Automerge keeps every op in
+    /// memory, so this bounds a document's RAM. Incoming chunks are counted
+    /// against it before automerge runs (an upper bound: the longest column
+    /// of each chunk), and the document is measured again after. Also bounds
+    /// the columns of one document or bundle chunk, which a peer may send in
+    /// a v2 sync message: at automerge's ~380 bytes per op while loading, the
+    /// default costs at most about 380 MB of transient allocation. The
+    /// largest expected case (20 000 changes) holds a few hundred thousand
+    /// ops. Because incoming ops are an upper bound, a document above half
+    /// this limit may be refused a v2 whole-document message. Default
+    /// 1 000 000.
     pub max_document_ops: u64,
 }
 
@@ -101,10 +118,11 @@ impl Default for Limits {
             max_chunk_actors: 65_536,
             max_actor_id_bytes: 128,
             max_change_message_bytes: 64 * 1024,
+            max_ops_per_change: 100_000,
             max_decompressed_change_bytes: 16 * MIB,
             max_decompressed_message_bytes: 64 * MIB,
             max_document_bytes: 128 * MIB,
-            max_document_ops: 10_000_000,
+            max_document_ops: 1_000_000,
         }
     }
 }

@@ -96,8 +96,9 @@ pub fn catch_automerge<T>(f: impl FnOnce() -> T) -> Result<T, GuardError> {
 /// Checks a sync message from a peer, then decodes it and applies it to
 /// `doc` and `state`, with automerge inside [`catch_automerge`].
 ///
-/// Refuses before automerge runs when the message breaks a limit or the
-/// document already holds `Limits::max_document_ops` operations. After
+/// Refuses before automerge runs when the message breaks a limit or could
+/// take the document past `Limits::max_document_ops`
+/// ([`GuardError::TooManyOps`]). After
 /// automerge ran, [`GuardError::AutomergePanicked`] and
 /// [`GuardError::DocumentTooManyOps`] mean `doc` and `state` must be
 /// discarded and the document reloaded from storage. The caller should also
@@ -111,7 +112,7 @@ pub fn receive_sync_message(
 ) -> Result<(), GuardError> {
     let summary = check_sync_message(bytes, limits)?;
     check_document_size(0, saturating_usize(summary.expanded_change_bytes), limits)?;
-    check_ops(doc, limits)?;
+    check_incoming_ops(doc, summary.ops, limits)?;
     catch_automerge(|| {
         let message = sync::Message::decode(bytes).map_err(automerge_error)?;
         doc.receive_sync_message(state, message)
@@ -143,6 +144,12 @@ pub fn load_document(bytes: &[u8], limits: &Limits) -> Result<Automerge, GuardEr
     if !bytes.is_empty() {
         check_chunks(bytes, limits, &mut budget)?;
     }
+    if budget.ops > limits.max_document_ops {
+        return Err(GuardError::TooManyOps {
+            ops: budget.ops,
+            limit: limits.max_document_ops,
+        });
+    }
     let doc = catch_automerge(|| Automerge::load(bytes))?.map_err(automerge_error)?;
     check_ops(&doc, limits)?;
     Ok(doc)
@@ -172,7 +179,7 @@ pub fn load_changes(
         "max_decompressed_message_bytes",
     );
     check_chunks(bytes, limits, &mut budget)?;
-    check_ops(doc, limits)?;
+    check_incoming_ops(doc, budget.ops, limits)?;
     catch_automerge(|| doc.load_incremental(bytes))?.map_err(automerge_error)?;
     check_ops(doc, limits)?;
     Ok(budget.chunks)
@@ -182,6 +189,20 @@ pub fn load_changes(
 pub fn decode_sync_state(bytes: &[u8], limits: &Limits) -> Result<sync::State, GuardError> {
     check_sync_state(bytes, limits)?;
     catch_automerge(|| sync::State::decode(bytes))?.map_err(automerge_error)
+}
+
+/// Refuses input that could take `doc` past `Limits::max_document_ops`.
+/// `incoming` is an upper bound (changes the document already has are
+/// counted again), so a document within half the limit never trips it.
+fn check_incoming_ops(doc: &Automerge, incoming: u64, limits: &Limits) -> Result<(), GuardError> {
+    let ops = doc.stats().num_ops.saturating_add(incoming);
+    if ops > limits.max_document_ops {
+        return Err(GuardError::TooManyOps {
+            ops,
+            limit: limits.max_document_ops,
+        });
+    }
+    Ok(())
 }
 
 fn check_ops(doc: &Automerge, limits: &Limits) -> Result<(), GuardError> {

@@ -47,6 +47,9 @@ pub struct SyncMessageSummary {
     /// Bytes of the change entries once every compressed part is inflated.
     /// This is what the document grows by, at most.
     pub expanded_change_bytes: u64,
+    /// An upper bound on the operations the change entries declare (per
+    /// chunk, its longest run-length decoded column).
+    pub ops: u64,
     /// Whether the optional flags section was present.
     pub has_flags: bool,
 }
@@ -91,6 +94,7 @@ pub fn check_sync_message(bytes: &[u8], limits: &Limits) -> Result<SyncMessageSu
     }
     summary.chunks = budget.chunks;
     summary.expanded_change_bytes = budget.expanded_bytes;
+    summary.ops = budget.ops;
     if !r.is_empty() {
         summary.has_flags = true;
         r.length_prefixed("sync message flags", limits.max_frame_bytes)?;
