@@ -16,7 +16,8 @@ use sim::{doc_id, random_text, Sim};
 
 /// The server-created template: containers exist once, before any device.
 fn template() -> Automerge {
-    let mut doc = Automerge::new();
+    // A fixed actor, so that a seed replays exactly.
+    let mut doc = Automerge::new().with_actor(automerge::ActorId::from([0xAAu8; 16]));
     doc.transact_with::<_, _, automerge::AutomergeError, _>(
         |_| {
             CommitOptions::default()

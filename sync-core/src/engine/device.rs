@@ -363,10 +363,7 @@ impl Device {
                 else {
                     return Ok(());
                 };
-                let known = heads
-                    .heads
-                    .iter()
-                    .filter_map(|h| h.parse::<ChangeHash>().ok());
+                let known = heads.heads.iter().filter_map(|h| protocol::decode_head(h));
                 entry.acknowledge(known);
             }
             // Presence is not used by the device engine yet.
