@@ -92,6 +92,8 @@ enum Cmd {
     },
     Persisted {
         token: u64,
+        /// The highest change-log position written, on success.
+        log_seq: Option<i64>,
         ok: bool,
     },
     Read {
@@ -107,6 +109,10 @@ pub struct DocsConfig {
     pub idle_unload: Duration,
     /// Commands queued per document before senders wait.
     pub queue: usize,
+    /// Compact into a snapshot after this many changes since the last one
+    /// (and when a document with new changes is unloaded), so a cold load
+    /// reads one snapshot and a short tail.
+    pub snapshot_every: usize,
 }
 
 impl Default for DocsConfig {
@@ -115,6 +121,7 @@ impl Default for DocsConfig {
             limits: Limits::default(),
             idle_unload: Duration::from_secs(60),
             queue: 1024,
+            snapshot_every: 500,
         }
     }
 }
@@ -190,6 +197,9 @@ impl Docs {
             .ok_or(DocError::NotFound)?;
         let limits = self.inner.config.limits.clone();
         // Rebuilding a document is CPU work: keep it off the executor.
+        let log_end = loaded.log_end.map(|s| s.0);
+        let snapshot_covers = loaded.snapshot_covers.map(|s| s.0);
+        let tail = loaded.changes.len();
         let automerge = tokio::task::spawn_blocking(move || -> Result<Automerge, String> {
             let mut doc = match &loaded.snapshot {
                 Some(s) => guard::load_document(s, &limits).map_err(|e| e.to_string())?,
@@ -236,6 +246,10 @@ impl Docs {
             pending: HashSet::new(),
             metrics: self.inner.metrics.clone(),
             subscribers: subscribers.clone(),
+            log_end,
+            since_snapshot: tail,
+            snapshot_covers,
+            snapshot_every: self.inner.config.snapshot_every,
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -357,6 +371,12 @@ struct Actor {
     /// The connections with this document open, shared with the supervisor
     /// so it can close them even after a panic.
     subscribers: Subscribers,
+    /// The highest change-log position of this document known durable.
+    log_end: Option<i64>,
+    /// Changes in the log after the current snapshot.
+    since_snapshot: usize,
+    snapshot_covers: Option<i64>,
+    snapshot_every: usize,
 }
 
 type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
@@ -396,7 +416,35 @@ impl Actor {
         }
         // Close the channel so `Docs::lookup` sees the actor is gone.
         rx.close();
+        if reason == "document unloaded" && self.since_snapshot > 0 {
+            self.compact();
+        }
         reason
+    }
+
+    /// Saves the whole document as a snapshot covering the change log up
+    /// to `log_end`. Only when every change in memory is durable, so the
+    /// snapshot never holds a change the log does not.
+    fn compact(&mut self) {
+        let Some(covered) = self.log_end else {
+            return;
+        };
+        if self.sync.is_persisting() || self.snapshot_covers == Some(covered) {
+            return;
+        }
+        let bytes = self.sync.doc().save();
+        let store = self.store.clone();
+        let doc = self.id;
+        self.snapshot_covers = Some(covered);
+        self.since_snapshot = 0;
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .put_snapshot(doc, bytes, crate::store::LogSeq(covered))
+                .await
+            {
+                tracing::warn!(document = %doc, error = %e, "snapshot failed; the change log still has everything");
+            }
+        });
     }
 
     fn remove_conn(&mut self, conn_id: u64) -> Option<PeerHandle> {
@@ -507,10 +555,17 @@ impl Actor {
                     }
                 }
             }
-            Cmd::Persisted { token, ok } => {
+            Cmd::Persisted { token, log_seq, ok } => {
                 self.pending.remove(&token);
                 if ok {
                     self.sync.handle_persisted(token);
+                    if let Some(seq) = log_seq {
+                        self.log_end = Some(self.log_end.map_or(seq, |e| e.max(seq)));
+                        self.since_snapshot += 1;
+                    }
+                    if self.since_snapshot >= self.snapshot_every {
+                        self.compact();
+                    }
                 } else {
                     self.sync.handle_persist_failed(token);
                 }
@@ -543,15 +598,23 @@ impl Actor {
         let tx = self.self_tx.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let ok = store
+            let result = store
                 .commit(WriteBatch::from(WriteOp::AppendChanges(records)))
                 .await
-                .map_err(|e| tracing::error!(error = %e, "persisting changes failed"))
-                .is_ok();
+                .map_err(|e| tracing::error!(error = %e, "persisting changes failed"));
+            let log_seq = result.as_ref().ok().and_then(|receipt| {
+                receipt.outcomes.iter().find_map(|o| match o {
+                    crate::store::WriteOutcome::ChangesAppended(a) => {
+                        a.iter().map(|x| x.log_seq.0).max()
+                    }
+                    _ => None,
+                })
+            });
+            let ok = result.is_ok();
             if ok {
                 metrics.changes_applied.inc_by(n);
             }
-            let _ = tx.send(Cmd::Persisted { token, ok }).await;
+            let _ = tx.send(Cmd::Persisted { token, log_seq, ok }).await;
         });
     }
 
