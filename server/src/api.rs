@@ -15,8 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 use sync_core::ids::DocumentId;
 use sync_core::model::{
-    self, BurialField, CaseInit, CoordinationInit, DisappearanceField, Edit, Field, FieldKind,
-    FieldValue, MilitaryField, PersonField, RawValue,
+    self, CaseInit, CoordinationInit, Edit, Field, FieldKind, FieldValue, RawValue,
 };
 
 use crate::app::AppState;
@@ -73,22 +72,6 @@ fn random_actor() -> Result<automerge::ActorId, AppError> {
 struct CreateCaseBody {
     #[serde(default)]
     values: BTreeMap<String, String>,
-}
-
-/// The register or narrative named by `path`, among the sections a relative
-/// fills in at creation.
-fn field_by_path(path: &str) -> Option<Field> {
-    let all = PersonField::ALL
-        .iter()
-        .map(|f| Field::Person(*f))
-        .chain(MilitaryField::ALL.iter().map(|f| Field::Military(*f)))
-        .chain(
-            DisappearanceField::ALL
-                .iter()
-                .map(|f| Field::Disappearance(*f)),
-        )
-        .chain(BurialField::ALL.iter().map(|f| Field::Burial(*f)));
-    all.into_iter().find(|f| f.path() == path)
 }
 
 fn initial_edits(body: &CreateCaseBody) -> Result<Vec<Edit>, AppError> {

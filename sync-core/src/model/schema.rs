@@ -894,3 +894,121 @@ pub struct Coordination {
     pub source_verification: BTreeMap<ItemId, Item<SourceVerification>>,
     pub duplicates: BTreeMap<ItemId, Item<DuplicateLink>>,
 }
+
+/// Lookups by name, for drivers that receive edits as data from JS or JSON.
+impl Field {
+    /// Every register and narrative of every section.
+    pub fn all() -> Vec<Field> {
+        let mut out = Vec::new();
+        out.extend(PersonField::ALL.iter().map(|f| Field::Person(*f)));
+        out.extend(MilitaryField::ALL.iter().map(|f| Field::Military(*f)));
+        out.extend(
+            DisappearanceField::ALL
+                .iter()
+                .map(|f| Field::Disappearance(*f)),
+        );
+        out.extend(BurialField::ALL.iter().map(|f| Field::Burial(*f)));
+        out.extend(
+            OfficialStatusField::ALL
+                .iter()
+                .map(|f| Field::OfficialStatus(*f)),
+        );
+        out.extend(ClosureField::ALL.iter().map(|f| Field::Closure(*f)));
+        out
+    }
+
+    /// The field at a dotted path such as `military.unit`.
+    pub fn by_path(path: &str) -> Option<Field> {
+        Self::all().into_iter().find(|f| f.path() == path)
+    }
+}
+
+impl ItemField {
+    /// Every field of every collection's items.
+    pub fn all() -> Vec<ItemField> {
+        let mut out = Vec::new();
+        out.extend(
+            NameVariantField::ALL
+                .iter()
+                .map(|f| ItemField::NameVariant(*f)),
+        );
+        out.extend(
+            DistinguishingMarkField::ALL
+                .iter()
+                .map(|f| ItemField::DistinguishingMark(*f)),
+        );
+        out.extend(
+            MedicalDeviceField::ALL
+                .iter()
+                .map(|f| ItemField::MedicalDevice(*f)),
+        );
+        out.extend(
+            PersonalEffectField::ALL
+                .iter()
+                .map(|f| ItemField::PersonalEffect(*f)),
+        );
+        out.extend(
+            StatusClaimField::ALL
+                .iter()
+                .map(|f| ItemField::StatusClaim(*f)),
+        );
+        out.extend(SourceField::ALL.iter().map(|f| ItemField::Source(*f)));
+        out.extend(RequestField::ALL.iter().map(|f| ItemField::Request(*f)));
+        out.extend(ReplyField::ALL.iter().map(|f| ItemField::Reply(*f)));
+        out.extend(
+            ExternalRefField::ALL
+                .iter()
+                .map(|f| ItemField::ExternalRef(*f)),
+        );
+        out.extend(DnaSampleField::ALL.iter().map(|f| ItemField::Dna(*f)));
+        out.extend(RemainsField::ALL.iter().map(|f| ItemField::Remains(*f)));
+        out.extend(TimelineField::ALL.iter().map(|f| ItemField::Timeline(*f)));
+        out.extend(
+            AttachmentField::ALL
+                .iter()
+                .map(|f| ItemField::Attachment(*f)),
+        );
+        out.extend(LinkField::ALL.iter().map(|f| ItemField::Link(*f)));
+        out.extend(
+            SourceVerificationField::ALL
+                .iter()
+                .map(|f| ItemField::SourceVerification(*f)),
+        );
+        out.extend(DuplicateField::ALL.iter().map(|f| ItemField::Duplicate(*f)));
+        out
+    }
+
+    /// The field `key` of `collection`'s items.
+    pub fn by_key(collection: Collection, key: &str) -> Option<ItemField> {
+        Self::all()
+            .into_iter()
+            .find(|f| f.collection() == collection && f.key() == key)
+    }
+}
+
+impl Collection {
+    /// The collection named as by [`Collection::name`] (`timeline`,
+    /// `person.name_variants`, `requests.*.replies`…).
+    pub fn by_name(name: &str) -> Option<Collection> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_found_by_its_own_name() {
+        for f in Field::all() {
+            assert_eq!(Field::by_path(&f.path()), Some(f));
+        }
+        for f in ItemField::all() {
+            assert_eq!(ItemField::by_key(f.collection(), f.key()), Some(f));
+        }
+        for c in Collection::ALL {
+            assert_eq!(Collection::by_name(c.name()), Some(c));
+        }
+        assert_eq!(Field::by_path("military.nonsense"), None);
+    }
+}
