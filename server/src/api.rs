@@ -77,7 +77,19 @@ struct CreateCaseBody {
 fn initial_edits(body: &CreateCaseBody) -> Result<Vec<Edit>, AppError> {
     let mut edits = Vec::new();
     for (path, value) in &body.values {
-        let field = field_by_path(path).ok_or(AppError::BadRequest("unknown field in `values`"))?;
+        // Only the sections relatives fill in; the coordination sections
+        // live in their own document.
+        let field = Field::by_path(path)
+            .filter(|f| {
+                matches!(
+                    f,
+                    Field::Person(_)
+                        | Field::Military(_)
+                        | Field::Disappearance(_)
+                        | Field::Burial(_)
+                )
+            })
+            .ok_or(AppError::BadRequest("unknown field in `values`"))?;
         let edit = match field.kind() {
             FieldKind::Str => Edit::SetField {
                 field,
