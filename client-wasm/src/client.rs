@@ -199,6 +199,11 @@ impl Client {
             .ok_or_else(|| ClientError::UnknownDocument(url.to_owned()))
     }
 
+    /// The sync state to keep with the document in local storage.
+    pub fn sync_state(&self, url: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.device.sync_state(&doc_id(url)?))
+    }
+
     /// Applies an edit (JSON, see `edit::EditDto`). Returns the change hash,
     /// or `None` if the edit changed nothing.
     pub fn edit(

@@ -102,6 +102,12 @@ impl CasesyncClient {
         self.inner.save(url).map_err(js_err)
     }
 
+    /// The sync state to store with the document (IndexedDB).
+    #[wasm_bindgen(js_name = syncState)]
+    pub fn sync_state(&self, url: &str) -> Result<Option<Vec<u8>>, JsError> {
+        self.inner.sync_state(url).map_err(js_err)
+    }
+
     /// Applies an edit given as JSON; returns the change hash or undefined.
     pub fn edit(
         &mut self,

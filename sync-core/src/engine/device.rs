@@ -201,6 +201,18 @@ impl Device {
             .unwrap_or(0)
     }
 
+    /// The persistable sync state with the server for a document: the live
+    /// one while connected, else the one kept from the last connection.
+    pub fn sync_state(&self, document: &DocumentId) -> Option<Vec<u8>> {
+        let d = self.docs.get(document)?;
+        if let Link::Ready { server, .. } = &self.link {
+            if let Some(state) = d.sync.encode_peer_state(server) {
+                return Some(state);
+            }
+        }
+        d.saved_state.clone()
+    }
+
     /// Heads of the document the server has acknowledged as stored.
     pub fn acked_heads(&self, document: &DocumentId) -> &[ChangeHash] {
         self.docs
