@@ -144,9 +144,50 @@ impl AppState {
     }
 }
 
+/// The content security policy of the web apps: everything from this
+/// origin, nothing from anywhere else (no CDNs, fonts or analytics: the
+/// people using this are watched).
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    connect-src 'self'; img-src 'self' blob: data:; style-src 'self'; \
+    object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Static files of a web app, with the security headers.
+fn web_app(dir: &Path) -> Router {
+    use axum::http::{header, HeaderValue};
+    use tower_http::services::ServeDir;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    Router::new()
+        .fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        // The service worker decides what is cached; the browser must
+        // always revalidate so a new version reaches phones.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+}
+
 /// The router: every route of the service.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(dir) = &state.inner.config.app_dir {
+        router = router.nest_service("/app/", web_app(dir)).route(
+            "/app",
+            get(|| async { axum::response::Redirect::permanent("/app/") }),
+        );
+    }
+    router
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/sync", get(ws::sync_socket))

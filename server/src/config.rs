@@ -41,10 +41,17 @@ impl Config {
             ws_read_buffer: 8 * 1024,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
-            app_dir: None,
+            app_dir: default_dir("client-wasm/dist"),
             admin_dir: None,
         }
     }
+}
+
+/// A web app's directory when it has been built (`scripts/run.sh` builds it
+/// before starting the server, from the repository root).
+fn default_dir(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    p.join("index.html").is_file().then_some(p)
 }
 
 /// The optional config file (`--config FILE`). Unknown keys are an error,

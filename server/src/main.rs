@@ -40,6 +40,10 @@ enum Command {
         /// Seconds a document with no sessions stays in memory.
         #[arg(long, env = "CASESYNC_IDLE_UNLOAD_SECS")]
         idle_unload_secs: Option<u64>,
+        /// The built field app, served at /app/ (default: client-wasm/dist
+        /// when it exists).
+        #[arg(long, env = "CASESYNC_APP_DIR")]
+        app_dir: Option<PathBuf>,
     },
     /// Print a development token signed with the data directory's key.
     Token {
@@ -117,6 +121,7 @@ async fn run(command: Command) -> Result<(), String> {
             data_dir,
             config,
             idle_unload_secs,
+            app_dir,
         } => {
             let file = match config {
                 Some(path) => FileConfig::load(&path).map_err(|e| e.to_string())?,
@@ -135,16 +140,25 @@ async fn run(command: Command) -> Result<(), String> {
             if let Some(m) = file.max_frame_bytes {
                 config.limits.max_frame_bytes = m;
             }
+            if let Some(dir) = app_dir {
+                config.app_dir = Some(dir);
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let serving_app = config.app_dir.is_some();
             let state = app::AppState::open(config)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("casesync listening on http://{addr}");
             println!("  data directory: {}", data_dir.display());
-            println!("  field app:      http://{addr}/app/");
+            match serving_app {
+                true => println!("  field app:      http://{addr}/app/"),
+                false => {
+                    println!("  field app:      http://{addr}/app/ (not built: run scripts/run.sh)")
+                }
+            }
             println!("  admin console:  http://{addr}/admin/");
             println!(
                 "  get a token:    casesync token --data-dir {} --user NAME",
