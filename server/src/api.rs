@@ -19,7 +19,7 @@ use sync_core::model::{
 };
 
 use crate::app::AppState;
-use crate::auth::{AuthRejection, Authenticated};
+use crate::auth::{AuthError, AuthRejection, Authenticated, TokenSource};
 use crate::error::AppError;
 use crate::store::{ChangeRecord, DocumentKind, NewDocument, WriteBatch, WriteOp};
 
@@ -38,10 +38,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Turns an auth failure into a 401 and counts it.
+///
+/// The API takes its token from `Authorization: Bearer` only. `?token=` and
+/// the `Sec-WebSocket-Protocol` entry exist for WebSocket clients that can
+/// set nothing else; a token in a URL ends up in proxy logs and browser
+/// history, so a plain HTTP request carrying one there is refused.
 fn authenticated(
     state: &AppState,
     auth: Result<Authenticated, AuthRejection>,
 ) -> Result<Authenticated, AppError> {
+    let auth = auth.and_then(|a| match a.source {
+        TokenSource::AuthorizationHeader => Ok(a),
+        TokenSource::QueryParameter | TokenSource::WebSocketProtocol => {
+            Err(AuthRejection(AuthError::UnsupportedAuthScheme))
+        }
+    });
     auth.map_err(|rejection| {
         state.inner.metrics.auth_failures.inc();
         AppError::Auth(rejection)
