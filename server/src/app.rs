@@ -38,6 +38,8 @@ pub struct AppInner {
     pub server_peer: PeerId,
     pub storage_id: StorageId,
     pub next_conn: AtomicU64,
+    /// Devices syncing over `POST /sync/http`.
+    pub http_sessions: crate::http_sync::Sessions,
     /// Flips to `true` when the server shuts down; connections close.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -132,6 +134,7 @@ impl AppState {
                 .map_err(|e| StartError::Other(e.to_string()))?,
                 storage_id,
                 next_conn: AtomicU64::new(1),
+                http_sessions: crate::http_sync::Sessions::default(),
                 shutdown,
                 shutdown_tx,
             }),
@@ -191,6 +194,13 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/sync", get(ws::sync_socket))
+        .route(
+            "/sync/http",
+            post(crate::http_sync::sync_http).layer(axum::extract::DefaultBodyLimit::max(
+                // A few frames of the largest size the guards accept.
+                state.inner.config.limits.max_frame_bytes.saturating_mul(4),
+            )),
+        )
         .route("/api/cases", post(api::create_case).get(api::list_cases))
         .route("/api/cases/{id}", get(api::get_case))
         .with_state(state)

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod docs;
 pub mod error;
+pub mod http_sync;
 pub mod metrics;
 pub mod store;
 pub mod ws;

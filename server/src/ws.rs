@@ -59,27 +59,17 @@ async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
     let inner = &state.inner;
     inner.metrics.connections.inc();
     inner.metrics.connections_total.inc();
-    let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let mut conn = Conn {
-        state: state.clone(),
-        session: ServerSession::new(
-            inner.server_peer.clone(),
-            inner.storage_id.clone(),
-            identity.peer_id().clone(),
-            inner.config.limits.clone(),
-        ),
-        conn_id,
-        open: HashSet::new(),
-        out_tx: None,
-        identity,
-    };
-    let close = conn.run(socket).await;
+    let (mut conn, out_rx) = Conn::new(state.clone(), identity);
+    let conn_id = conn.conn_id;
+    let close = conn.run(socket, out_rx).await;
     conn.cleanup().await;
     inner.metrics.connections.dec();
     tracing::debug!(conn = conn_id, reason = %close, "connection closed");
 }
 
-struct Conn {
+/// One device's protocol session with the server, whatever carries its
+/// frames: the WebSocket here, or the HTTP fallback (`http_sync`).
+pub(crate) struct Conn {
     state: AppState,
     session: ServerSession,
     conn_id: u64,
@@ -88,16 +78,42 @@ struct Conn {
     identity: Identity,
 }
 
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close(u16, String),
 }
 
 impl Conn {
-    async fn run(&mut self, socket: WebSocket) -> String {
+    /// A new session for `identity`, and the receiver of what the document
+    /// actors send it.
+    pub(crate) fn new(state: AppState, identity: Identity) -> (Self, mpsc::Receiver<Outbound>) {
+        let inner = &state.inner;
+        let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
+        let session = ServerSession::new(
+            inner.server_peer.clone(),
+            inner.storage_id.clone(),
+            identity.peer_id().clone(),
+            inner.config.limits.clone(),
+        );
+        let conn = Conn {
+            state: state.clone(),
+            session,
+            conn_id,
+            open: HashSet::new(),
+            out_tx: Some(out_tx),
+            identity,
+        };
+        (conn, out_rx)
+    }
+
+    /// The next frame to send to the device.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.session.poll_transmit()
+    }
+
+    async fn run(&mut self, socket: WebSocket, mut out_rx: mpsc::Receiver<Outbound>) -> String {
         let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
-        self.out_tx = Some(out_tx);
         let config = self.state.inner.config.clone();
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,7 +182,7 @@ impl Conn {
         }
     }
 
-    async fn handle_frame(&mut self, frame: &[u8]) -> Flow {
+    pub(crate) async fn handle_frame(&mut self, frame: &[u8]) -> Flow {
         let inner = self.state.inner.clone();
         let policy = UserPolicy {
             acl: &inner.acl,
@@ -263,7 +279,7 @@ impl Conn {
         Flow::Continue
     }
 
-    fn handle_outbound(&mut self, out: Outbound) -> Flow {
+    pub(crate) fn handle_outbound(&mut self, out: Outbound) -> Flow {
         match out {
             Outbound::Sync { document, data } => self.session.send_sync(document, data),
             Outbound::RemoteHeads { document, heads } => {
@@ -282,6 +298,10 @@ impl Conn {
             } => self
                 .session
                 .send_ephemeral(from, document, count, session_id, data),
+            Outbound::Refused { reason } => {
+                self.session.close_with_error(&reason);
+                return Flow::Close(CLOSE_POLICY, reason);
+            }
             Outbound::Close { reason } => {
                 self.session.close_with_error(&reason);
                 return Flow::Close(CLOSE_AWAY, reason);
@@ -290,7 +310,7 @@ impl Conn {
         Flow::Continue
     }
 
-    async fn cleanup(&mut self) {
+    pub(crate) async fn cleanup(&mut self) {
         for doc in self.open.drain() {
             self.state.inner.docs.close(doc, self.conn_id).await;
         }
