@@ -42,7 +42,13 @@ pub enum Outbound {
         session_id: String,
         data: Vec<u8>,
     },
-    /// The document refused this peer's input, or failed: close.
+    /// The document refused this peer's input: close as a policy
+    /// violation, so the device does not just reconnect and send it again.
+    Refused {
+        reason: String,
+    },
+    /// The document failed or was unloaded, or the connection could not
+    /// keep up: close; the device reconnects and resumes.
     Close {
         reason: String,
     },
@@ -503,7 +509,7 @@ impl Actor {
                         tracing::warn!(document = %self.id, peer = %peer_id, error = %e, "sync message refused");
                         if let Some(p) = self.remove_conn(conn_id) {
                             self.sync.remove_peer(&p.peer);
-                            let _ = p.tx.try_send(Outbound::Close {
+                            let _ = p.tx.try_send(Outbound::Refused {
                                 reason: format!("refused: {e}"),
                             });
                         }
