@@ -23,6 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::store::{ChangeRecord, Store, WriteBatch, WriteOp};
 
+/// Why an actor stopped when it was idle (and the close reason its
+/// sessions would get, though an idle actor has none).
+const UNLOADED: &str = "document unloaded";
+
 /// What a document actor sends to one connection.
 #[derive(Debug)]
 pub enum Outbound {
@@ -264,7 +268,12 @@ impl Docs {
             docs.unregister(&doc, generation);
             docs.inner.metrics.docs_loaded.dec();
             let reason = match result {
-                Ok(reason) => reason,
+                Ok(reason) => {
+                    if reason == UNLOADED {
+                        docs.inner.metrics.docs_unloaded_total.inc();
+                    }
+                    reason
+                }
                 Err(_) => {
                     docs.inner.metrics.actor_panics.inc();
                     tracing::error!(document = %doc, "document actor panicked; its sessions are closed and it reloads on next use");
@@ -396,7 +405,7 @@ impl std::fmt::Debug for Actor {
 impl Actor {
     /// Runs until idle or failed; returns why it stopped.
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, idle: Duration) -> &'static str {
-        let mut reason = "document unloaded";
+        let mut reason = UNLOADED;
         loop {
             let cmd = if self.peers.is_empty() && self.pending.is_empty() {
                 match tokio::time::timeout(idle, rx.recv()).await {
@@ -422,7 +431,7 @@ impl Actor {
         }
         // Close the channel so `Docs::lookup` sees the actor is gone.
         rx.close();
-        if reason == "document unloaded" && self.since_snapshot > 0 {
+        if reason == UNLOADED && self.since_snapshot > 0 {
             self.compact();
         }
         reason
