@@ -1,0 +1,128 @@
+//! Memory: a case nobody uses is unloaded, so the server's memory follows
+//! the cases in use rather than every case touched since boot; the next
+//! request loads it again, with nothing missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use casesync_tests::{wait, Api, ServerOptions, TestDevice, TestServer};
+use common::{set, PATIENCE};
+use sync_core::model::{Field, MilitaryField};
+
+const UNIT: Field = Field::Military(MilitaryField::Unit);
+
+async fn loaded(api: &Api) -> f64 {
+    api.metric("casesync_documents_loaded").await.unwrap()
+}
+
+async fn until_loaded(api: &Api, n: f64, what: &str) {
+    wait::wait_for_async(PATIENCE, what, || async { loaded(api).await == n })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {} loaded", n));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_cases_are_unloaded_and_reload_intact() {
+    let server = TestServer::start(ServerOptions {
+        idle_unload_secs: Some(1),
+        ..ServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let api = server.api().unwrap();
+    let owner = server.token("olena", "web").await.unwrap();
+
+    // Step 1: three cases. Creating a case writes it to the store without
+    // keeping it in memory.
+    let mut cases = Vec::new();
+    for _ in 0..3 {
+        cases.push(api.create_case(&owner, &[]).await.unwrap().id);
+    }
+    assert_eq!(loaded(&api).await, 0.0);
+
+    // Step 2: Olena's phone opens all three and names a unit in each; the
+    // home computer opens only the first.
+    let mut phone = TestDevice::minted(&server, "olena", "phone").await.unwrap();
+    let mut home = TestDevice::minted(&server, "olena", "home-pc")
+        .await
+        .unwrap();
+    for doc in &cases {
+        phone.open(*doc);
+    }
+    home.open(cases[0]);
+    phone.connect(&server).await.unwrap();
+    home.connect(&server).await.unwrap();
+    for (i, doc) in cases.iter().enumerate() {
+        phone
+            .wait_until(PATIENCE, "the case", |s| !s.heads(doc).is_empty())
+            .await
+            .unwrap();
+        phone.edit(doc, &set(UNIT, &format!("unit {i}"))).unwrap();
+    }
+    for doc in &cases {
+        phone.wait_acknowledged(doc, PATIENCE).await.unwrap();
+    }
+    wait::until_converged(&[&phone, &home], &cases[0], PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(loaded(&api).await, 3.0);
+    let unloaded_before = api
+        .metric("casesync_documents_unloaded_total")
+        .await
+        .unwrap();
+
+    // Step 3: the phone goes offline. The two cases only it had open are
+    // unloaded once idle; the one the home computer still has open stays.
+    phone.disconnect().await;
+    until_loaded(&api, 1.0, "the two idle cases to unload").await;
+    home.edit(&cases[0], &set(UNIT, "unit 0, still in use"))
+        .unwrap();
+    home.wait_acknowledged(&cases[0], PATIENCE).await.unwrap();
+    assert_eq!(loaded(&api).await, 1.0);
+
+    // Step 4: the home computer goes offline too: nothing stays loaded.
+    home.disconnect().await;
+    until_loaded(&api, 0.0, "every case to unload").await;
+    let unloaded = api
+        .metric("casesync_documents_unloaded_total")
+        .await
+        .unwrap();
+    assert_eq!(unloaded - unloaded_before, 3.0, "each unload is counted");
+
+    // Step 5: reading a case over HTTP loads it again, with its data; idle,
+    // it unloads again.
+    let view = api.get_case(&owner, &cases[1]).await.unwrap();
+    assert_eq!(
+        view.get("military.unit").and_then(|v| v.as_str()),
+        Some("unit 1")
+    );
+    assert_eq!(loaded(&api).await, 1.0);
+    until_loaded(&api, 0.0, "the read case to unload again").await;
+
+    // Step 6: the phone comes back and a new tablet opens the third case:
+    // both get everything, from the reloaded documents.
+    let mut tablet = TestDevice::minted(&server, "olena", "tablet")
+        .await
+        .unwrap();
+    tablet.open(cases[2]);
+    tablet.open(cases[0]);
+    tablet.connect(&server).await.unwrap();
+    phone.connect(&server).await.unwrap();
+    for doc in [&cases[0], &cases[2]] {
+        wait::until_converged(&[&phone, &tablet], doc, PATIENCE)
+            .await
+            .unwrap();
+    }
+    let third = tablet.read_case(&cases[2]).unwrap();
+    assert_eq!(
+        third.military.unit.value().map(String::as_str),
+        Some("unit 2")
+    );
+    let first = tablet.read_case(&cases[0]).unwrap();
+    assert_eq!(
+        first.military.unit.value().map(String::as_str),
+        Some("unit 0, still in use")
+    );
+    assert_eq!(loaded(&api).await, 3.0);
+}
