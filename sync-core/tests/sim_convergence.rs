@@ -7,72 +7,94 @@
 
 mod sim;
 
-use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{Automerge, ObjType, ReadDoc, ROOT};
+use automerge::Automerge;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim::{doc_id, random_text, Sim};
+use sync_core::model::{
+    self, CaseInit, Collection, DisappearanceField, Edit, Field, FieldValue, ItemField, ItemId,
+    ItemRef, MilitaryField, Status, TimelineField,
+};
 
-/// The server-created template: containers exist once, before any device.
+/// The server-created template: every container exists once, before any
+/// device, exactly as `POST /api/cases` makes it.
 fn template() -> Automerge {
     // A fixed actor, so that a seed replays exactly.
     let mut doc = Automerge::new().with_actor(automerge::ActorId::from([0xAAu8; 16]));
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| {
-            CommitOptions::default()
-                .with_message("create case")
-                .with_time(0)
+    model::create_case(
+        &mut doc,
+        &CaseInit {
+            created_by: "server".into(),
+            coordination: None,
         },
-        |tx| {
-            tx.put_object(ROOT, "notes", ObjType::Text)?;
-            tx.put_object(ROOT, "fields", ObjType::Map)?;
-            tx.put_object(ROOT, "items", ObjType::Map)?;
-            Ok(())
-        },
+        0,
     )
     .unwrap();
     doc
 }
 
-fn random_edit(rng: &mut ChaCha8Rng, doc: &mut Automerge) {
-    let kind = rng.random_range(0..3);
+/// One random edit through the case model, as a relative's phone makes it.
+fn random_edit(rng: &mut ChaCha8Rng, doc: &mut Automerge, who: &str) {
+    let case = model::read_case(doc).unwrap();
     let text = random_text(rng, 6);
-    let key = format!("k{}", rng.random_range(0..4));
-    let item = format!("item-{:x}", rng.random::<u64>());
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| CommitOptions::default().with_message("edit").with_time(1),
-        |tx| {
-            match kind {
-                0 => {
-                    let (_, notes) = tx.get(ROOT, "notes")?.expect("template");
-                    let len = tx.length(&notes);
-                    let pos = if len == 0 {
-                        0
-                    } else {
-                        rng.random_range(0..=len)
-                    };
-                    let del = if len > pos {
-                        rng.random_range(0..=(len - pos).min(2))
-                    } else {
-                        0
-                    };
-                    tx.splice_text(&notes, pos, del as isize, &text)?;
-                }
-                1 => {
-                    let (_, fields) = tx.get(ROOT, "fields")?.expect("template");
-                    tx.put(&fields, key, text)?;
-                }
-                _ => {
-                    let (_, items) = tx.get(ROOT, "items")?.expect("template");
-                    let it = tx.put_object(&items, item, ObjType::Map)?;
-                    tx.put(&it, "title", text)?;
-                }
+    let edit = match rng.random_range(0..5) {
+        0 => {
+            let fields = [
+                MilitaryField::Unit,
+                MilitaryField::Rank,
+                MilitaryField::CallSign,
+            ];
+            Edit::SetField {
+                field: Field::Military(fields[rng.random_range(0..fields.len())]),
+                value: FieldValue::Str(text),
             }
-            Ok(())
+        }
+        1 => {
+            let len = case
+                .disappearance
+                .circumstances
+                .as_deref()
+                .map_or(0, |t| t.chars().count());
+            let pos = rng.random_range(0..=len);
+            let delete = rng.random_range(0..=(len - pos).min(2));
+            Edit::SpliceText {
+                field: Field::Disappearance(DisappearanceField::Circumstances),
+                pos,
+                delete,
+                insert: text,
+            }
+        }
+        2 => Edit::AddItem {
+            item: ItemRef::new(
+                Collection::Timeline,
+                ItemId::new(format!("t{:x}", rng.random::<u64>())).unwrap(),
+            ),
+            values: vec![(
+                ItemField::Timeline(TimelineField::Title),
+                FieldValue::Str(text),
+            )],
         },
-    )
-    .unwrap();
+        3 => match case.timeline.keys().next() {
+            Some(id) => Edit::DeleteItem {
+                item: ItemRef::new(Collection::Timeline, id.clone()),
+            },
+            None => return,
+        },
+        _ => Edit::AddStatusClaim {
+            id: ItemId::new(format!("c{:x}", rng.random::<u64>())).unwrap(),
+            status: if rng.random() {
+                Status::Captured
+            } else {
+                Status::Killed
+            },
+            claimed_by: "comrade".into(),
+            as_of: None,
+            statement: text,
+            sources: vec![],
+        },
+    };
+    model::apply_edit(doc, &edit, who, 1_700_000_000_000).unwrap();
 }
 
 fn run(seed: u64, n_devices: usize, n_docs: u8, actions: usize) -> Sim<ChaCha8Rng> {
@@ -90,7 +112,7 @@ fn run(seed: u64, n_devices: usize, n_docs: u8, actions: usize) -> Sim<ChaCha8Rn
             0..=34 => {
                 let doc = sim.rng.random_range(0..n_docs as usize);
                 let mut edit_rng = ChaCha8Rng::seed_from_u64(sim.rng.random());
-                sim.edit(i, doc, |d| random_edit(&mut edit_rng, d));
+                sim.edit(i, doc, |d| random_edit(&mut edit_rng, d, "relative"));
             }
             35..=44 => sim.go_offline(i),
             45..=54 => sim.go_online(i),
@@ -142,10 +164,10 @@ fn three_offline_devices_reconnecting_at_once_converge() {
     for round in 0..20 {
         for i in 0..3 {
             let mut edit_rng = ChaCha8Rng::seed_from_u64(round * 10 + i as u64);
-            sim.edit(i, 0, |d| random_edit(&mut edit_rng, d));
+            sim.edit(i, 0, |d| random_edit(&mut edit_rng, d, "relative"));
         }
     }
-    assert!(sim.devices.iter().all(|d| d.made.len() == 20));
+    assert!(sim.devices.iter().all(|d| d.made.len() >= 10));
     // Step 3: they reconnect at the same moment and converge.
     sim.heal_and_check(100_000);
     let doc = sim.server.doc(&doc_id(1));
@@ -164,7 +186,7 @@ fn a_crash_loses_only_unacknowledged_changes_which_devices_resend() {
     sim.go_online(0);
     sim.run_until_quiescent(10_000);
     let mut edit_rng = ChaCha8Rng::seed_from_u64(1);
-    sim.edit(0, 0, |d| random_edit(&mut edit_rng, d));
+    sim.edit(0, 0, |d| random_edit(&mut edit_rng, d, "relative"));
     // Deliver the device's frames to the server but never fsync.
     for _ in 0..10 {
         sim.pump_only_uplink(0);

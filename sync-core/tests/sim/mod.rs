@@ -437,6 +437,11 @@ impl<R: RngCore> Sim<R> {
                     "device {i} heads differ on {id}"
                 );
                 assert_eq!(
+                    sync_core::model::read_case(d).ok(),
+                    sync_core::model::read_case(&server_doc).ok(),
+                    "device {i} reads a different case on {id}"
+                );
+                assert_eq!(
                     dev.engine.unacknowledged(&id),
                     0,
                     "device {i} has unacked changes"
