@@ -266,6 +266,46 @@ impl Client {
     }
 }
 
+/// The names and kinds of every section field and collection, so that a UI
+/// can render every part of the case generically. Read straight from
+/// `sync_core::model`; nothing here decides what a field is.
+pub fn schema() -> Value {
+    use model::{Collection, Field, ItemField, Section, Status};
+    let sections: Vec<Value> = Section::ALL
+        .iter()
+        .map(|s| {
+            let fields: Vec<Value> = Field::all()
+                .into_iter()
+                .filter(|f| f.section() == *s)
+                .map(|f| json!({ "key": f.key(), "path": f.path(), "kind": f.kind().name() }))
+                .collect();
+            json!({ "key": s.key(), "doc": s.doc().name(), "fields": fields })
+        })
+        .collect();
+    let collections: Vec<Value> = Collection::ALL
+        .iter()
+        .map(|c| {
+            let fields: Vec<Value> = ItemField::all()
+                .into_iter()
+                .filter(|f| f.collection() == *c)
+                .map(|f| json!({ "key": f.key(), "kind": f.kind().name() }))
+                .collect();
+            json!({
+                "name": c.name(),
+                "path": c.path(),
+                "doc": c.doc().name(),
+                "fields": fields,
+            })
+        })
+        .collect();
+    json!({
+        "version": model::SCHEMA_VERSION,
+        "statuses": Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "sections": sections,
+        "collections": collections,
+    })
+}
+
 fn raw_json(v: &model::RawValue) -> Value {
     use model::RawValue;
     match v {

@@ -77,6 +77,11 @@ pub enum EditDto {
         id: String,
         source: String,
     },
+    UnciteSource {
+        collection: String,
+        id: String,
+        source: String,
+    },
     SetOfficialStatus {
         status: String,
         #[serde(default)]
@@ -270,6 +275,14 @@ pub fn parse(json: &str) -> Result<Edit, EditError> {
             id,
             source,
         } => Edit::CiteSource {
+            item: item_ref(&collection, &id, None)?,
+            source: item_id(&source)?,
+        },
+        EditDto::UnciteSource {
+            collection,
+            id,
+            source,
+        } => Edit::UnciteSource {
             item: item_ref(&collection, &id, None)?,
             source: item_id(&source)?,
         },

@@ -14,6 +14,13 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// Every section field and collection with its kind, and the statuses, as a
+/// JSON string (see `client::schema`).
+#[wasm_bindgen]
+pub fn schema() -> String {
+    client::schema().to_string()
+}
+
 /// One signed-in device, as JS sees it.
 #[wasm_bindgen]
 #[derive(Debug)]
