@@ -367,8 +367,8 @@ export class Session {
     return () => this.statusListeners.delete(fn);
   }
 
-  /** Calls `fn(event)` for `unavailable` and `error` events from the
-   *  server, and `{type: 'auth'}` when a new token is needed. */
+  /** Calls `fn(event)` for `connected`, `unavailable` and `error` events
+   *  from the server, and `{type: 'auth'}` when a new token is needed. */
   onEvent(fn) {
     this.eventListeners.add(fn);
     return () => this.eventListeners.delete(fn);
@@ -519,6 +519,7 @@ export class Session {
       if (ev.type === 'connected') {
         // The server accepted our join: the link works, reset the backoff.
         this.attempt = 0;
+        this.emit(ev);
       } else if (ev.type === 'changed') {
         this.notifyDoc(ev.document);
       } else {
@@ -801,11 +802,12 @@ export async function forgetDevice(dbName = DB_NAME) {
     const req = indexedDB.deleteDatabase(dbName);
     req.onsuccess = req.onerror = req.onblocked = () => resolve();
   });
-  if (globalThis.caches) {
-    for (const key of await caches.keys()) await caches.delete(key);
-  }
+  // The worker first, so that it cannot fill a cache again afterwards.
   if (globalThis.navigator && navigator.serviceWorker) {
     for (const reg of await navigator.serviceWorker.getRegistrations()) await reg.unregister();
+  }
+  if (globalThis.caches) {
+    for (const key of await caches.keys()) await caches.delete(key);
   }
 }
 
