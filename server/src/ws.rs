@@ -27,6 +27,8 @@ use crate::docs::{Outbound, PeerHandle, Provenance};
 const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code for "going away" (server shutdown).
 const CLOSE_AWAY: u16 = 1001;
+/// How long a closing socket waits for the peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 pub async fn sync_socket(
     State(state): State<AppState>,
@@ -177,6 +179,19 @@ impl Conn {
                         reason: reason.chars().take(120).collect::<String>().into(),
                     })))
                     .await;
+                // Read (and drop) what the peer still sends until its close
+                // reply. Closing a TCP socket with unread input makes the
+                // kernel send a reset instead of a FIN, and a reset makes
+                // the peer's kernel discard what it has not read yet: our
+                // `error` and close frames, the reason the device needed.
+                let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if matches!(msg, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 return reason;
             }
         }
