@@ -483,6 +483,13 @@ fn link_ended(shared: &Shared, code: Option<u16>, reason: String, by_us: bool) {
     shared.bump();
 }
 
+/// What the connection task does next.
+enum Step {
+    Stop,
+    Kick,
+    Inbound(Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>),
+}
+
 /// The connection task: moves frames between the socket and the engine
 /// until the socket ends or the test asks it to stop.
 async fn run_link(
@@ -491,33 +498,52 @@ async fn run_link(
     kick: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    // Set once a send failed: the server is gone or going. Frames it sent
+    // before that may still be buffered (its acknowledgements, its close
+    // frame and reason), so they are read before the link counts as ended.
+    let mut send_failed: Option<String> = None;
     let (code, reason, by_us) = loop {
-        let outgoing: Vec<Vec<u8>> = {
-            let mut state = shared.lock();
-            let mut frames = Vec::new();
-            while let Some(frame) = state.engine.poll_transmit() {
-                frames.push(frame);
+        if send_failed.is_none() {
+            let outgoing: Vec<Vec<u8>> = {
+                let mut state = shared.lock();
+                let mut frames = Vec::new();
+                while let Some(frame) = state.engine.poll_transmit() {
+                    frames.push(frame);
+                }
+                state.drain_engine();
+                frames
+            };
+            for frame in outgoing {
+                if let Err(e) = ws.feed(WsMessage::Binary(frame.into())).await {
+                    send_failed = Some(e.to_string());
+                    break;
+                }
             }
-            state.drain_engine();
-            frames
+            if send_failed.is_none() {
+                if let Err(e) = ws.flush().await {
+                    send_failed = Some(e.to_string());
+                }
+            }
+        }
+        let step = if send_failed.is_some() {
+            match tokio::time::timeout(CLOSE_TIMEOUT, ws.next()).await {
+                Ok(next) => Step::Inbound(next),
+                Err(_) => Step::Inbound(None),
+            }
+        } else {
+            tokio::select! {
+                _ = &mut stop => Step::Stop,
+                next = ws.next() => Step::Inbound(next),
+                _ = kick.notified() => Step::Kick,
+            }
         };
-        let mut failed = None;
-        for frame in outgoing {
-            if let Err(e) = ws.feed(WsMessage::Binary(frame.into())).await {
-                failed = Some(e.to_string());
-                break;
-            }
-        }
-        if failed.is_none() {
-            if let Err(e) = ws.flush().await {
-                failed = Some(e.to_string());
-            }
-        }
-        if let Some(e) = failed {
-            break (None, format!("send failed: {e}"), false);
-        }
-        tokio::select! {
-            _ = &mut stop => {
+        let ended = |what: String| match &send_failed {
+            Some(e) => format!("send failed: {e}; then {what}"),
+            None => what,
+        };
+        match step {
+            Step::Kick => {}
+            Step::Stop => {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                     let _ = ws.close(None).await;
                     while let Some(Ok(_)) = ws.next().await {}
@@ -525,35 +551,37 @@ async fn run_link(
                 .await;
                 break (None, "closed by the device".into(), true);
             }
-            msg = ws.next() => match msg {
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    let mut state = shared.lock();
-                    if let Err(e) = state.engine.handle_frame(&bytes) {
-                        state.frame_errors.push(e.to_string());
-                    }
-                    state.drain_engine();
-                    drop(state);
-                    shared.bump();
+            Step::Inbound(Some(Ok(WsMessage::Binary(bytes)))) => {
+                let mut state = shared.lock();
+                if let Err(e) = state.engine.handle_frame(&bytes) {
+                    state.frame_errors.push(e.to_string());
                 }
-                Some(Ok(WsMessage::Close(frame))) => {
-                    // tungstenite answers the close; drain until it is done.
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                        while let Some(Ok(_)) = ws.next().await {}
-                    })
-                    .await;
-                    break match frame {
-                        Some(f) => (Some(u16::from(f.code)), f.reason.to_string(), false),
-                        None => (None, "close frame without a code".into(), false),
-                    };
-                }
-                Some(Ok(WsMessage::Text(_))) => {
-                    shared.lock().frame_errors.push("text frame from the server".into());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break (None, format!("socket error: {e}"), false),
-                None => break (None, "socket ended".into(), false),
-            },
-            _ = kick.notified() => {}
+                state.drain_engine();
+                drop(state);
+                shared.bump();
+            }
+            Step::Inbound(Some(Ok(WsMessage::Close(frame)))) => {
+                // tungstenite answers the close; drain until it is done.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                break match frame {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.to_string(), false),
+                    None => (None, "close frame without a code".into(), false),
+                };
+            }
+            Step::Inbound(Some(Ok(WsMessage::Text(_)))) => {
+                shared
+                    .lock()
+                    .frame_errors
+                    .push("text frame from the server".into());
+            }
+            Step::Inbound(Some(Ok(_))) => {}
+            Step::Inbound(Some(Err(e))) => {
+                break (None, ended(format!("socket error: {e}")), false)
+            }
+            Step::Inbound(None) => break (None, ended("socket ended".into()), false),
         }
     };
     link_ended(&shared, code, reason, by_us);

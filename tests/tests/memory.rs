@@ -91,14 +91,22 @@ async fn idle_cases_are_unloaded_and_reload_intact() {
     assert_eq!(unloaded - unloaded_before, 3.0, "each unload is counted");
 
     // Step 5: reading a case over HTTP loads it again, with its data; idle,
-    // it unloads again.
+    // it unloads again (one more unload counted).
     let view = api.get_case(&owner, &cases[1]).await.unwrap();
     assert_eq!(
         view.get("military.unit").and_then(|v| v.as_str()),
         Some("unit 1")
     );
-    assert_eq!(loaded(&api).await, 1.0);
-    until_loaded(&api, 0.0, "the read case to unload again").await;
+    wait::wait_for_async(PATIENCE, "the read case to unload again", || async {
+        loaded(&api).await == 0.0
+            && api
+                .metric("casesync_documents_unloaded_total")
+                .await
+                .unwrap()
+                == unloaded + 1.0
+    })
+    .await
+    .unwrap();
 
     // Step 6: the phone comes back and a new tablet opens the third case:
     // both get everything, from the reloaded documents.
