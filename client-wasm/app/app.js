@@ -75,6 +75,15 @@ function attachSession() {
   session.onEvent((ev) => {
     if (ev.type === 'unavailable' && screen && screen.url === ev.document) screen.unavailable?.();
     if (ev.type === 'storage-error') renderHeader(t('error.storage'));
+    if (ev.type === 'fatal') {
+      // The engine stopped; everything up to the last change is in
+      // IndexedDB. Starting again reloads it.
+      screen?.destroy?.();
+      screen = {};
+      clear(main).append(
+        h('div', { class: 'panel' }, h('h1', null, t('error.engine_title')), h('p', null, t('error.crashed')), h('button', { type: 'button', class: 'primary', onclick: () => location.reload() }, t('error.restart'))),
+      );
+    }
   });
 }
 
@@ -128,15 +137,26 @@ function route() {
   if (!session || hash === '#/signin') {
     showSignIn();
   } else if (hash.startsWith('#/case/')) {
-    showCase(decodeURIComponent(hash.slice('#/case/'.length)));
+    showCase(decodeHash(hash.slice('#/case/'.length)));
+  } else if (/^#invite[=/]/.test(hash)) {
+    // A shared invitation link: …/app/#invite=CODE
+    showInvite(decodeHash(hash.slice('#invite'.length + 1)));
   } else if (hash.startsWith('#/invite')) {
-    showInvite(decodeURIComponent(hash.slice('#/invite'.length).replace(/^\//, '')));
+    showInvite(decodeHash(hash.slice('#/invite'.length).replace(/^\//, '')));
   } else if (hash === '#/device') {
     showDevice();
   } else {
     showCases();
   }
   renderHeader();
+}
+
+function decodeHash(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }
 
 function go(hash) {
@@ -329,6 +349,7 @@ function showCase(url) {
   }
   session.open(url).then(() => {
     if (screen !== self) return;
+    if (!session.isOpen(url)) return;
     editor = new CaseEditor({ session, url, schema, onTitle: (title) => (document.title = `${title} · ${t('app.name')}`) });
     wrap.append(editor.el);
     // Updated synchronously: a frame from the server and the screen it
@@ -337,6 +358,9 @@ function showCase(url) {
     unsubscribe = session.subscribe(url, (view) => {
       if (screen === self) editor.update(view);
     });
+  }, () => {
+    // Not a case id this app can read (a mistyped link).
+    if (screen === self) wrap.append(h('p', { class: 'error' }, t('case.unavailable')));
   });
 }
 

@@ -436,7 +436,13 @@ export class Session {
    *  the change hash, or undefined when nothing changed. Throws the
    *  engine's message when the edit is refused. */
   edit(url, edit) {
-    const hash = this.client.edit(url, JSON.stringify(edit), this.now());
+    let hash;
+    try {
+      hash = this.client.edit(url, JSON.stringify(edit), this.now());
+    } catch (e) {
+      this.trapped(e);
+      throw e;
+    }
     this.pump();
     this.notifyDoc(url);
     return hash;
@@ -454,10 +460,25 @@ export class Session {
     return url;
   }
 
+  /** A wasm trap (a panic: on wasm32 panics abort, `catch_unwind` cannot
+   *  catch them) leaves the engine unusable. Stop everything and tell the
+   *  app, which restarts from what IndexedDB holds (written after every
+   *  change). Returns whether `e` was one. */
+  trapped(e) {
+    if (!(e instanceof WebAssembly.RuntimeError)) return false;
+    if (!this.crashed) {
+      this.crashed = true;
+      this.stop();
+      this.emit({ type: 'fatal' });
+    }
+    return true;
+  }
+
   // ---- persistence
 
   /** Writes every changed case to IndexedDB. Resolves when committed. */
   flush() {
+    if (this.crashed) return Promise.resolve();
     for (const url of this.client.takeDirty()) this.dirty.add(url);
     if (this.flushing) {
       this.flushAgain = true;
@@ -508,6 +529,7 @@ export class Session {
   /** Sends what the engine has to send, handles its events and schedules
    *  the local write of what changed. */
   pump() {
+    if (this.crashed) return;
     const open = this.ws && this.ws.readyState === 1;
     if (open) {
       for (let frame = this.client.pollTransmit(); frame; frame = this.client.pollTransmit()) {
@@ -627,6 +649,7 @@ export class Session {
       try {
         this.client.receive(new Uint8Array(ev.data));
       } catch (e) {
+        if (this.trapped(e)) return;
         // A frame the engine refuses: report it and keep the session; the
         // server decides whether to close.
         this.emit({ type: 'error', message: String(e && e.message ? e.message : e) });
