@@ -19,21 +19,17 @@ use sync_core::ids::{DeviceId, DocumentId, PeerId, StorageId, UserId};
 use sync_core::model::{self, Case, Edit};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::error::HarnessError;
+use crate::raw::{dial, WsAuth, WsStream};
 use crate::server::TestServer;
 use crate::wait;
 
-/// A failure guard for connecting and joining.
+/// A failure guard for the handshake (`join` answered by `peer`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How a connection ended, as the device saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +89,12 @@ impl DeviceState {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Changes the engine handed to "local storage" (edits and received
+    /// changes), as a phone would write them to IndexedDB.
+    pub fn stored_changes(&self) -> usize {
+        self.stored_changes
     }
 
     pub fn connections(&self) -> usize {
@@ -343,26 +345,7 @@ impl TestDevice {
     /// Like [`Self::connect`], to `ws://…/sync`.
     pub async fn connect_url(&mut self, url: &str) -> Result<(), HarnessError> {
         self.disconnect().await;
-        let mut request = url.into_client_request()?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.token))
-            .map_err(|e| HarnessError::Unexpected(e.to_string()))?;
-        request.headers_mut().insert("authorization", bearer);
-        let (ws, _response) =
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-            {
-                Ok(Ok(ok)) => ok,
-                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-                    return Err(HarnessError::UpgradeRefused(resp.status().as_u16()))
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    return Err(HarnessError::Timeout {
-                        what: "the WebSocket handshake".into(),
-                        secs: CONNECT_TIMEOUT.as_secs_f64(),
-                    })
-                }
-            };
+        let ws = dial(url, &WsAuth::Bearer(self.token.clone())).await?;
         {
             let mut state = self.shared.lock();
             state.engine.connect();

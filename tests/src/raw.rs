@@ -13,8 +13,12 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::error::HarnessError;
 
-type WsStream =
+/// A client WebSocket over plain TCP.
+pub(crate) type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A failure guard for the TCP connect and the upgrade.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the token goes on the upgrade request.
 #[derive(Debug, Clone)]
@@ -96,13 +100,30 @@ fn request(
 /// Tries a WebSocket upgrade and returns the HTTP status: 101 when it was
 /// accepted (the socket is then closed), else the refusal's status.
 pub async fn upgrade_status(url: &str, auth: &WsAuth) -> Result<u16, HarnessError> {
-    match tokio_tungstenite::connect_async(request(url, auth)?).await {
-        Ok((mut ws, resp)) => {
+    match dial(url, auth).await {
+        Ok(mut ws) => {
             let _ = ws.close(None).await;
-            Ok(resp.status().as_u16())
+            Ok(101)
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Ok(resp.status().as_u16()),
-        Err(e) => Err(e.into()),
+        Err(HarnessError::UpgradeRefused(status)) => Ok(status),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a WebSocket to `url`; a refused upgrade is
+/// [`HarnessError::UpgradeRefused`] with its HTTP status.
+pub(crate) async fn dial(url: &str, auth: &WsAuth) -> Result<WsStream, HarnessError> {
+    let connect = tokio_tungstenite::connect_async(request(url, auth)?);
+    match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            Err(HarnessError::UpgradeRefused(resp.status().as_u16()))
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(HarnessError::Timeout {
+            what: "the WebSocket handshake".into(),
+            secs: DIAL_TIMEOUT.as_secs_f64(),
+        }),
     }
 }
 
@@ -114,13 +135,9 @@ pub struct RawSocket {
 
 impl RawSocket {
     pub async fn connect(url: &str, auth: &WsAuth) -> Result<Self, HarnessError> {
-        match tokio_tungstenite::connect_async(request(url, auth)?).await {
-            Ok((ws, _)) => Ok(Self { ws }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                Err(HarnessError::UpgradeRefused(resp.status().as_u16()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(Self {
+            ws: dial(url, auth).await?,
+        })
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), HarnessError> {
