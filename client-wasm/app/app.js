@@ -203,7 +203,7 @@ function showSignIn() {
         } catch (err) {
           if (String(err && err.message) !== 'another-device') throw err;
           // Same person, another device name: a new session (and actor).
-          session.stop();
+          await session.close();
           session = await Session.signIn(value, { onAuthRequired: () => renderHeader() });
           attachSession();
         }

@@ -799,6 +799,20 @@ export class Session {
     return url || null;
   }
 
+  /** Writes what is pending, stops and releases the session (the local
+   *  data stays). */
+  async close() {
+    this.flushLocal();
+    await this.flush();
+    this.stop();
+    try {
+      this.client.free();
+    } catch {
+      // Already freed.
+    }
+    this.store.close();
+  }
+
   // ---- forgetting
 
   /** Wipes this device: closes the socket, deletes the local database, the
