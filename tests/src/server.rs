@@ -102,6 +102,19 @@ pub struct TestServer {
     starts: usize,
 }
 
+impl Drop for TestServer {
+    /// A failing test shows the end of the server's log (the data directory
+    /// is deleted with this value, and the process killed).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of the casesync server log ---\n{}\n---",
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
 impl TestServer {
     /// Starts a server on a fresh temporary data directory.
     pub async fn start(options: ServerOptions) -> Result<Self, HarnessError> {
@@ -189,6 +202,8 @@ impl TestServer {
             cmd.env_remove(var);
         }
         cmd.env("CASESYNC_LOG", &self.options.log_filter)
+            // The log is a file, read by people: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
