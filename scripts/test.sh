@@ -38,5 +38,21 @@ if [ -f tests/js/package-lock.json ]; then
   (cd tests/js && npm ci --no-audit --no-fund)
 fi
 
+step "build the server binary (the end-to-end tests start it as a process)"
+cargo build -p casesync-server --bin casesync
+export CASESYNC_BIN="$PWD/target/debug/casesync"
+
 step "cargo test (workspace)"
 cargo test --workspace
+
+step "browser: Debian's chromium (Playwright's own download does not work here)"
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update
+  apt-get install -y chromium
+fi
+
+step "client-wasm: build the wasm and the field app from scratch"
+./scripts/build-app.sh
+
+step "client-wasm: binding tests (Node) and browser tests (Playwright + chromium)"
+(cd client-wasm && npm ci --no-audit --no-fund && node --test test/ e2e/)
