@@ -1,0 +1,412 @@
+//! What each casesync fuzz target does with its input.
+//!
+//! The fuzz targets in `fuzz/fuzz_targets/` are one line each: they hand
+//! libFuzzer's bytes to a function here. Keeping the work here (a plain
+//! library, no libFuzzer) lets `cargo test` replay any input through exactly
+//! the code the fuzzer ran.
+//!
+//! A *crash* is any panic, including one that `sync_core::guard` would catch
+//! with `catch_unwind`: libFuzzer's panic hook aborts before unwinding. That
+//! is deliberate. The guards are meant to refuse every panicking input before
+//! automerge sees it (the wasm client builds with `panic = "abort"`, and on
+//! the server a caught panic still poisons the document), so a panic that
+//! only the backstop caught is a guard gap worth a report.
+//!
+//! Besides "never panics", the harnesses assert properties that the rest of
+//! the system relies on; each `assert!` names the property it checks.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use automerge::{Automerge, ChangeHash};
+use sync_core::engine::{Access, DocSync, Policy, ServerSession, SessionEvent};
+use sync_core::guard::{self, GuardError, Limits};
+use sync_core::ids::{DocumentId, PeerId, StorageId};
+use sync_core::model;
+use sync_core::protocol::{self, Message, PeerMetadata};
+use sync_core::view;
+
+pub mod fixture;
+pub mod seeds;
+pub mod token;
+
+pub use fixture::*;
+
+pub use token::token_and_first_message;
+
+/// Every peer may write every document: the fuzzer should reach the
+/// document, not bounce off authorization.
+#[derive(Debug)]
+pub struct Permissive;
+
+impl Policy for Permissive {
+    fn access(&self, _peer: &PeerId, _doc: &DocumentId) -> Access {
+        Access::Write
+    }
+}
+
+pub fn peer_id(s: &str) -> PeerId {
+    PeerId::new(s).expect("the harness's peer ids are valid")
+}
+
+pub fn limits() -> Limits {
+    Limits::default()
+}
+
+/// The seeded case document: the template and a few edits, written by a
+/// fixed actor so that every run starts from the same bytes.
+pub fn seeded_case() -> Automerge {
+    thread_local! {
+        static SEEDED: RefCell<Option<Automerge>> = const { RefCell::new(None) };
+    }
+    SEEDED.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(build_seeded_case)
+            .clone()
+    })
+}
+
+/// The seeded case as the server stores it: a snapshot.
+pub fn seeded_snapshot() -> Vec<u8> {
+    static SNAPSHOT: OnceLock<Vec<u8>> = OnceLock::new();
+    SNAPSHOT.get_or_init(|| build_seeded_case().save()).clone()
+}
+
+fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort();
+    heads
+}
+
+/// A document that the server accepted must stay readable, from memory and
+/// from storage:
+/// - the typed reads, the conflict list and the JSON view never panic (they
+///   may refuse a document whose shape is wrong, with an error);
+/// - a snapshot of it reloads through `guard::load_document` with the same
+///   heads;
+/// - when `log` is given (the seeded snapshot plus the changes the engine
+///   handed out for persistence), replaying it the way the server's
+///   document actor does (`load_document`, then `load_changes` per change)
+///   gives the same heads. Anything else means a change was acknowledged
+///   that the server cannot load after a restart.
+pub fn check_readable(doc: &Automerge, log: Option<(&[u8], &[Vec<u8>])>) {
+    let limits = limits();
+    let _ = model::read_case(doc);
+    let _ = model::read_coordination(doc);
+    let _ = model::conflicts(doc);
+    let _ = view::to_json(doc, None);
+
+    let heads = sorted(doc.get_heads());
+    let snapshot = doc.save();
+    let reloaded = guard::load_document(&snapshot, &limits)
+        .expect("a snapshot of an accepted document reloads through the guards");
+    assert_eq!(
+        sorted(reloaded.get_heads()),
+        heads,
+        "a reloaded snapshot has the document's heads"
+    );
+
+    if let Some((base, changes)) = log {
+        let mut rebuilt = guard::load_document(base, &limits).expect("the base snapshot reloads");
+        for change in changes {
+            guard::load_changes(&mut rebuilt, change, &limits)
+                .expect("every persisted change reloads through the guards");
+        }
+        assert_eq!(
+            sorted(rebuilt.get_heads()),
+            heads,
+            "snapshot + persisted changes rebuild the document the peer was told about"
+        );
+    }
+}
+
+/// True for the errors after which the caller must discard the document
+/// (automerge ran and may have left it half-updated).
+pub fn must_reload(e: &GuardError) -> bool {
+    matches!(
+        e,
+        GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. }
+    )
+}
+
+/// How a sync message fared, for the regression tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Refused(String),
+}
+
+/// A case document on the server with a writing peer and a read-only peer,
+/// driven the way the server's document actor drives it.
+#[derive(Debug)]
+pub struct ServerDoc {
+    pub sync: DocSync,
+    base: Vec<u8>,
+    /// Every change handed out for persistence, as the change log stores it.
+    pub log: Vec<Vec<u8>>,
+}
+
+impl Default for ServerDoc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerDoc {
+    pub fn new() -> Self {
+        let mut sync = DocSync::new(seeded_case(), limits());
+        sync.add_peer(peer_id(PEER), None, false);
+        sync.add_peer(peer_id(READER), None, true);
+        Self {
+            sync,
+            base: seeded_snapshot(),
+            log: Vec::new(),
+        }
+    }
+
+    /// [`check_readable`] on the document, with the change log persisted so
+    /// far. Skipped for a poisoned document, which the server discards.
+    pub fn check(&self) {
+        if !self.sync.is_poisoned() {
+            check_readable(self.sync.doc(), Some((&self.base, &self.log)));
+        }
+    }
+
+    /// Hands `data` from `from` to `DocSync::handle_sync`, persists what it
+    /// asks for and generates the replies. Returns the reply for `from`, if
+    /// any.
+    pub fn receive(&mut self, from: &str, data: &[u8]) -> Result<Option<Vec<u8>>, GuardError> {
+        let from = peer_id(from);
+        let heads_before = sorted(self.sync.doc().get_heads());
+        let read_only = from.as_str() == READER;
+        if let Err(e) = self.sync.handle_sync(&from, data) {
+            let e = match e {
+                sync_core::engine::DocSyncError::Guard(g) => g,
+                other => panic!("the peer was added, so only guards refuse: {other}"),
+            };
+            if must_reload(&e) {
+                assert!(
+                    self.sync.is_poisoned(),
+                    "a document automerge may have half-updated is poisoned"
+                );
+            } else {
+                assert_eq!(
+                    sorted(self.sync.doc().get_heads()),
+                    heads_before,
+                    "a refused sync message leaves the document as it was \
+                     (changes applied but never persisted would later be \
+                     acknowledged by our heads)"
+                );
+            }
+            return Err(e);
+        }
+        if read_only {
+            assert_eq!(
+                sorted(self.sync.doc().get_heads()),
+                heads_before,
+                "a read-only peer's changes are not applied"
+            );
+        }
+        let requests = self.sync.take_persist_requests();
+        if !requests.is_empty() {
+            assert!(
+                self.sync.poll_outgoing().is_empty(),
+                "no sync message (no heads) before the changes are durable"
+            );
+        }
+        for request in requests {
+            assert_eq!(
+                request.from.as_ref(),
+                Some(&from),
+                "persisted changes name the peer that delivered them"
+            );
+            self.log
+                .extend(request.changes.iter().map(|c| c.raw_bytes().to_vec()));
+            self.sync.handle_persisted(request.token);
+        }
+        assert!(!self.sync.is_persisting());
+        let replies = self.sync.poll_outgoing();
+        assert!(
+            !self.sync.is_poisoned(),
+            "generating replies after an accepted message does not fail"
+        );
+        Ok(replies
+            .into_iter()
+            .find_map(|(peer, bytes)| (peer == from).then_some(bytes)))
+    }
+}
+
+/// Target `sync_into_document`: `data` is the `data` field of a `sync`
+/// message (automerge sync message bytes). The read-only peer sends it
+/// first (nothing may change), then the writing peer twice (a peer resends
+/// after a reconnect), each time through the guards into the seeded case,
+/// then persistence and a reply.
+pub fn sync_into_document(data: &[u8]) -> Outcome {
+    let mut server = ServerDoc::new();
+    let _ = server.receive(READER, data);
+    if server.sync.is_poisoned() {
+        return Outcome::Refused("poisoned by the read-only peer's message".into());
+    }
+    let mut outcome = Outcome::Accepted;
+    for _ in 0..2 {
+        if let Err(e) = server.receive(PEER, data) {
+            outcome = Outcome::Refused(e.to_string());
+            break;
+        }
+    }
+    server.check();
+    outcome
+}
+
+/// The frame a device sends first.
+pub fn join_frame(peer: &str) -> Vec<u8> {
+    protocol::encode(&Message::Join {
+        sender_id: peer_id(peer),
+        supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.to_owned()],
+        metadata: Some(PeerMetadata {
+            storage_id: Some(StorageId::new("phone-storage").expect("valid storage id")),
+            is_ephemeral: false,
+        }),
+    })
+}
+
+pub fn new_session(expected_peer: &PeerId) -> ServerSession {
+    ServerSession::new(
+        peer_id(SERVER_PEER),
+        StorageId::new(SERVER_STORAGE).expect("valid storage id"),
+        expected_peer.clone(),
+        limits(),
+    )
+}
+
+/// Drains a session's outbox; everything we send must decode.
+pub fn drain(session: &mut ServerSession) {
+    while let Some(frame) = session.poll_transmit() {
+        guard::check_cbor(&frame, &limits()).expect("our own frames pass our CBOR guard");
+        protocol::decode(&frame).expect("our own frames decode");
+    }
+}
+
+/// The bare decoder: never panics, and what it decodes encodes back to the
+/// same message (the server re-encodes what it forwards).
+pub fn decode_round_trip(frame: &[u8]) {
+    if let Ok(message) = protocol::decode(frame) {
+        let encoded = protocol::encode(&message);
+        let again = protocol::decode(&encoded).expect("our own encoding decodes");
+        assert_eq!(again, message, "decode(encode(m)) == m");
+    }
+}
+
+/// Target `frame_to_message`: `frame` is one binary WebSocket message. It
+/// goes to `protocol::decode` alone, and to a `ServerSession` that has
+/// completed a valid join (with a permissive policy); a `sync` or `request`
+/// it carries goes on into the seeded case, and the reply comes back out
+/// through the session. Returns whether the frame was accepted.
+pub fn frame_to_message(frame: &[u8]) -> Outcome {
+    decode_round_trip(frame);
+
+    let peer = peer_id(PEER);
+    let mut session = new_session(&peer);
+    let joined = session
+        .handle_frame(&join_frame(PEER), &Permissive)
+        .expect("a valid join is accepted");
+    assert_eq!(joined.len(), 1);
+    drain(&mut session);
+
+    let events = match session.handle_frame(frame, &Permissive) {
+        Ok(events) => events,
+        Err(e) => {
+            assert!(session.is_closed(), "a refused frame closes the session");
+            drain(&mut session);
+            return Outcome::Refused(e.to_string());
+        }
+    };
+    let mut outcome = Outcome::Accepted;
+    for event in events {
+        if let SessionEvent::Sync {
+            document,
+            data,
+            access,
+            ..
+        } = event
+        {
+            assert_eq!(access, Access::Write, "the permissive policy grants write");
+            let mut server = ServerDoc::new();
+            match server.receive(PEER, &data) {
+                Ok(Some(reply)) => session.send_sync(document, reply),
+                Ok(None) => {}
+                Err(e) => {
+                    session.close_with_error(&format!("refused: {e}"));
+                    outcome = Outcome::Refused(e.to_string());
+                }
+            }
+            server.check();
+        }
+    }
+    drain(&mut session);
+    outcome
+}
+
+/// What `stored_bytes` made of its input, for the regression tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredOutcome {
+    pub document: bool,
+    pub changes_into_case: bool,
+    pub changes_into_empty: bool,
+    pub sync_state: bool,
+}
+
+impl StoredOutcome {
+    pub fn any_accepted(&self) -> bool {
+        self.document || self.changes_into_case || self.changes_into_empty || self.sync_state
+    }
+}
+
+fn load_changes_checked(mut doc: Automerge, bytes: &[u8]) -> bool {
+    let heads_before = sorted(doc.get_heads());
+    match guard::load_changes(&mut doc, bytes, &limits()) {
+        Ok(_) => {
+            check_readable(&doc, None);
+            true
+        }
+        Err(e) if must_reload(&e) => false,
+        Err(_) => {
+            assert_eq!(
+                sorted(doc.get_heads()),
+                heads_before,
+                "refused changes leave the document as it was"
+            );
+            false
+        }
+    }
+}
+
+/// Target `stored_bytes`: `bytes` as they come back from storage, read as a
+/// snapshot (`guard::load_document`), as change-log entries
+/// (`guard::load_changes` into the seeded case and into an empty document)
+/// and as a persisted sync state (`guard::decode_sync_state`, then the path
+/// the server takes with one: `DocSync::add_peer` and a reply).
+pub fn stored_bytes(bytes: &[u8]) -> StoredOutcome {
+    let limits = limits();
+    let mut outcome = StoredOutcome::default();
+
+    if let Ok(doc) = guard::load_document(bytes, &limits) {
+        check_readable(&doc, None);
+        outcome.document = true;
+    }
+    outcome.changes_into_case = load_changes_checked(seeded_case(), bytes);
+    outcome.changes_into_empty = load_changes_checked(Automerge::new(), bytes);
+
+    if guard::decode_sync_state(bytes, &limits).is_ok() {
+        outcome.sync_state = true;
+        let peer = peer_id(PEER);
+        let mut sync = DocSync::new(seeded_case(), limits);
+        sync.add_peer(peer.clone(), Some(bytes), false);
+        let _ = sync.poll_outgoing();
+        assert!(
+            !sync.is_poisoned(),
+            "a persisted sync state that decodes does not break the reply"
+        );
+        let _ = sync.encode_peer_state(&peer);
+    }
+    outcome
+}
