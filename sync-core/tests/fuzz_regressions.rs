@@ -1,0 +1,259 @@
+//! Every input a fuzz target ever crashed on, and every hostile seed of the
+//! fuzz corpus, replayed through the entry point it attacks. Each must be
+//! refused with an error by the guards: not a panic, and not the
+//! `catch_unwind` backstop (`GuardError::AutomergePanicked`), because the
+//! wasm client aborts on panics and the server poisons the document.
+//!
+//! Inputs live in `sync-core/tests/fuzz-crashers/<target>/` (written by
+//! `scripts/fuzz.sh` when a target crashes) and `fuzz/corpus/<target>/hostile-*`
+//! (the seed corpus, written by `fuzz/harness/src/bin/make-seeds.rs`).
+//! FUZZING.md describes the targets; `fuzz/harness` holds their full
+//! harnesses, which also replay these files (`cargo test` in `fuzz/`),
+//! including the token checks that live in the server crate.
+
+#![allow(clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use automerge::Automerge;
+use sync_core::engine::{Access, DocSync, DocSyncError, Policy, ServerSession, SessionEvent};
+use sync_core::guard::{self, GuardError, Limits};
+use sync_core::ids::{DocumentId, PeerId, StorageId};
+use sync_core::protocol::{self, Message, PeerMetadata};
+
+/// The peers and seeded case document of the fuzz harness, shared so that a
+/// crasher replays here against the same document it crashed.
+#[allow(dead_code)]
+#[path = "../../fuzz/harness/src/fixture.rs"]
+mod fixture;
+
+/// `token_and_first_message` inputs start with a mode byte; this one (mod 5)
+/// is "the first frame on a new socket". The token modes need the server
+/// crate and are replayed by `fuzz/harness/tests/replay.rs` instead.
+const MODE_FIRST_MESSAGE: u8 = 2;
+
+struct Permissive;
+
+impl Policy for Permissive {
+    fn access(&self, _peer: &PeerId, _doc: &DocumentId) -> Access {
+        Access::Write
+    }
+}
+
+fn peer(s: &str) -> PeerId {
+    PeerId::new(s).expect("valid peer id")
+}
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("sync-core is in the repository")
+        .to_path_buf()
+}
+
+/// The crashers and hostile seeds of one target, sorted by path.
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let crashers = repo_dir()
+        .join("sync-core/tests/fuzz-crashers")
+        .join(target);
+    let seeds = repo_dir().join("fuzz/corpus").join(target);
+    let mut paths = Vec::new();
+    for (dir, only_hostile) in [(crashers, false), (seeds, true)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("readable directory").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if name.starts_with('.') || name.ends_with(".md") || !path.is_file() {
+                continue;
+            }
+            if only_hostile && !name.starts_with("hostile-") {
+                continue;
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("readable input");
+            (p.display().to_string(), bytes)
+        })
+        .collect()
+}
+
+/// Refused by a guard, not by the panic backstop.
+fn assert_guard_refusal(name: &str, entry: &str, e: &GuardError) {
+    assert_ne!(
+        *e,
+        GuardError::AutomergePanicked,
+        "{name}: {entry} reached automerge and it panicked; the guards must refuse it first"
+    );
+}
+
+/// The seeded case on the server with the fuzzing peer.
+fn server_doc() -> (DocSync, PeerId) {
+    let mut sync = DocSync::new(fixture::build_seeded_case(), Limits::default());
+    let p = peer(fixture::PEER);
+    sync.add_peer(p.clone(), None, false);
+    (sync, p)
+}
+
+/// `DocSync::handle_sync` of the seeded case, then a reply: refused.
+fn assert_sync_refused(name: &str, data: &[u8]) {
+    let (mut sync, p) = server_doc();
+    let heads = sync.doc().get_heads();
+    match sync.handle_sync(&p, data) {
+        Ok(()) => panic!("{name}: sync message accepted"),
+        Err(DocSyncError::Guard(e)) => {
+            assert_guard_refusal(name, "handle_sync", &e);
+            if !matches!(e, GuardError::DocumentTooManyOps { .. }) {
+                assert_eq!(sync.doc().get_heads(), heads, "{name}: document untouched");
+            }
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+    // The reply after a refusal is generated normally (or not at all, for a
+    // poisoned document), never with a panic.
+    let _ = sync.poll_outgoing();
+}
+
+fn new_session() -> ServerSession {
+    ServerSession::new(
+        peer(fixture::SERVER_PEER),
+        StorageId::new(fixture::SERVER_STORAGE).expect("valid storage id"),
+        peer(fixture::PEER),
+        Limits::default(),
+    )
+}
+
+fn join_frame() -> Vec<u8> {
+    protocol::encode(&Message::Join {
+        sender_id: peer(fixture::PEER),
+        supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.to_owned()],
+        metadata: Some(PeerMetadata {
+            storage_id: Some(StorageId::new("phone-storage").expect("valid storage id")),
+            is_ephemeral: false,
+        }),
+    })
+}
+
+#[test]
+fn frame_crashers_are_refused() {
+    let inputs = inputs("frame_to_message");
+    assert!(
+        inputs.len() >= 10,
+        "the hostile frame seeds are found ({})",
+        inputs.len()
+    );
+    for (name, frame) in inputs {
+        let _ = protocol::decode(&frame);
+        let mut session = new_session();
+        session
+            .handle_frame(&join_frame(), &Permissive)
+            .expect("a valid join");
+        match session.handle_frame(&frame, &Permissive) {
+            Err(sync_core::engine::SessionError::Guard(e)) => {
+                assert_guard_refusal(&name, "handle_frame", &e);
+                assert!(session.is_closed());
+            }
+            Err(_) => assert!(session.is_closed(), "{name}: session closed"),
+            Ok(events) => {
+                // Routed: then the document must refuse what it carries.
+                let data: Vec<Vec<u8>> = events
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        SessionEvent::Sync { data, .. } => Some(data),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(!data.is_empty(), "{name}: frame accepted");
+                for data in data {
+                    assert_sync_refused(&name, &data);
+                }
+            }
+        }
+        while let Some(out) = session.poll_transmit() {
+            protocol::decode(&out).expect("our own frames decode");
+        }
+    }
+}
+
+#[test]
+fn sync_message_crashers_are_refused() {
+    let inputs = inputs("sync_into_document");
+    assert!(
+        inputs.len() >= 10,
+        "the hostile sync message seeds are found ({})",
+        inputs.len()
+    );
+    for (name, data) in inputs {
+        assert_sync_refused(&name, &data);
+    }
+}
+
+#[test]
+fn stored_bytes_crashers_are_refused() {
+    let inputs = inputs("stored_bytes");
+    assert!(
+        inputs.len() >= 5,
+        "the hostile stored-bytes seeds are found ({})",
+        inputs.len()
+    );
+    let limits = Limits::default();
+    for (name, bytes) in inputs {
+        match guard::load_document(&bytes, &limits) {
+            Ok(_) => panic!("{name}: loaded as a document"),
+            Err(e) => assert_guard_refusal(&name, "load_document", &e),
+        }
+        for mut doc in [fixture::build_seeded_case(), Automerge::new()] {
+            let heads = doc.get_heads();
+            match guard::load_changes(&mut doc, &bytes, &limits) {
+                Ok(_) => panic!("{name}: loaded as changes"),
+                Err(e) => {
+                    assert_guard_refusal(&name, "load_changes", &e);
+                    if !matches!(e, GuardError::DocumentTooManyOps { .. }) {
+                        assert_eq!(doc.get_heads(), heads, "{name}: document untouched");
+                    }
+                }
+            }
+        }
+        match guard::decode_sync_state(&bytes, &limits) {
+            Ok(_) => panic!("{name}: decoded as a sync state"),
+            Err(e) => assert_guard_refusal(&name, "decode_sync_state", &e),
+        }
+    }
+}
+
+#[test]
+fn first_message_crashers_are_refused() {
+    let mut replayed = 0;
+    for (name, input) in inputs("token_and_first_message") {
+        let Some((mode, frame)) = input.split_first() else {
+            continue;
+        };
+        if mode % 5 != MODE_FIRST_MESSAGE {
+            continue;
+        }
+        replayed += 1;
+        let mut session = new_session();
+        match session.handle_frame(frame, &Permissive) {
+            Ok(events) => panic!("{name}: first message accepted: {events:?}"),
+            Err(sync_core::engine::SessionError::Guard(e)) => {
+                assert_guard_refusal(&name, "handle_frame", &e);
+            }
+            Err(_) => {}
+        }
+        assert!(session.is_closed(), "{name}: session closed");
+    }
+    assert!(
+        replayed >= 3,
+        "the hostile first-message seeds are found ({replayed})"
+    );
+}
