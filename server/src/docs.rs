@@ -150,8 +150,11 @@ pub struct Docs {
 
 #[derive(Debug)]
 struct DocsInner {
-    // A std Mutex: held only to look up or insert a handle, never across an
-    // `.await`.
+    // A std Mutex: held only to look up, insert or remove a handle and to
+    // `try_send` a command, never across an `.await`. Commands are handed
+    // to an actor under this lock, and an idle actor retires under it, so a
+    // command is either in the queue of a live actor or was never accepted
+    // (see `Docs::deliver` and `Docs::retire`).
     loaded: Mutex<HashMap<DocumentId, Handle>>,
     next_generation: std::sync::atomic::AtomicU64,
     store: Store,
@@ -193,10 +196,10 @@ impl Docs {
         map.get(doc).filter(|h| !h.tx.is_closed()).cloned()
     }
 
-    /// The actor of a document, loading it if needed.
-    async fn handle(&self, doc: DocumentId) -> Result<Handle, DocError> {
-        if let Some(h) = self.lookup(&doc) {
-            return Ok(h);
+    /// Loads a document into a new actor, unless a live one has it.
+    async fn ensure_loaded(&self, doc: DocumentId) -> Result<(), DocError> {
+        if self.lookup(&doc).is_some() {
+            return Ok(());
         }
         let loaded = self
             .inner
@@ -230,19 +233,21 @@ impl Docs {
             .lock()
             .map_err(|_| DocError::Load("registry poisoned".into()))?;
         // Another task may have loaded it meanwhile.
-        if let Some(h) = map.get(&doc).filter(|h| !h.tx.is_closed()) {
-            return Ok(h.clone());
+        if map.get(&doc).is_some_and(|h| !h.tx.is_closed()) {
+            return Ok(());
         }
         let generation = self
             .inner
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.config.queue);
-        let handle = Handle {
-            generation,
-            tx: tx.clone(),
-        };
-        map.insert(doc, handle.clone());
+        map.insert(
+            doc,
+            Handle {
+                generation,
+                tx: tx.clone(),
+            },
+        );
         drop(map);
         self.inner.metrics.docs_loaded.inc();
         let subscribers: Subscribers = Arc::default();
@@ -263,8 +268,11 @@ impl Docs {
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
+        let registry = self.clone();
         tokio::spawn(async move {
-            let result = AssertUnwindSafe(actor.run(rx, idle)).catch_unwind().await;
+            let result = AssertUnwindSafe(actor.run(rx, idle, registry, generation))
+                .catch_unwind()
+                .await;
             docs.unregister(&doc, generation);
             docs.inner.metrics.docs_loaded.dec();
             let reason = match result {
@@ -292,7 +300,7 @@ impl Docs {
                 });
             }
         });
-        Ok(handle)
+        Ok(())
     }
 
     fn unregister(&self, doc: &DocumentId, generation: u64) {
@@ -303,9 +311,70 @@ impl Docs {
         }
     }
 
+    /// An idle actor asks to stop. Under the registry lock, where every
+    /// command is handed over: if one arrived since the actor last looked,
+    /// it carries on; otherwise it leaves the registry and closes its
+    /// queue in one step, so no command can be accepted and then dropped.
+    /// Later commands load the document again.
+    fn retire(&self, doc: &DocumentId, generation: u64, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+        let Ok(mut map) = self.inner.loaded.lock() else {
+            rx.close();
+            return true;
+        };
+        if !rx.is_empty() {
+            return false;
+        }
+        rx.close();
+        if map.get(doc).is_some_and(|h| h.generation == generation) {
+            map.remove(doc);
+        }
+        true
+    }
+
+    /// Hands a command to the document's actor, loading the document first
+    /// if `load` (otherwise a document that is not loaded drops it). The
+    /// command is queued with `try_send` under the registry lock (see
+    /// `retire`); when the queue is full, this waits for room outside the
+    /// lock and tries again.
+    async fn deliver(&self, doc: DocumentId, mut cmd: Cmd, load: bool) -> Result<(), DocError> {
+        // Bounded: each round either queues the command, waits for room, or
+        // loads the document; only an actor that keeps retiring the moment
+        // it starts could use them all up.
+        for _ in 0..64 {
+            let busy = {
+                let map = self
+                    .inner
+                    .loaded
+                    .lock()
+                    .map_err(|_| DocError::Load("registry poisoned".into()))?;
+                match map.get(&doc) {
+                    Some(h) => match h.tx.try_send(cmd) {
+                        Ok(()) => return Ok(()),
+                        Err(mpsc::error::TrySendError::Full(c)) => {
+                            cmd = c;
+                            Some(h.tx.clone())
+                        }
+                        Err(mpsc::error::TrySendError::Closed(c)) => {
+                            cmd = c;
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            };
+            match busy {
+                // The permit is dropped at once: the command itself is only
+                // ever queued under the lock.
+                Some(tx) => drop(tx.reserve().await),
+                None if load => self.ensure_loaded(doc).await?,
+                None => return Ok(()),
+            }
+        }
+        Err(DocError::Stopped)
+    }
+
     async fn send(&self, doc: DocumentId, cmd: Cmd) -> Result<(), DocError> {
-        let h = self.handle(doc).await?;
-        h.tx.send(cmd).await.map_err(|_| DocError::Stopped)
+        self.deliver(doc, cmd, true).await
     }
 
     pub async fn open(&self, doc: DocumentId, peer: PeerHandle) -> Result<(), DocError> {
@@ -339,30 +408,28 @@ impl Docs {
         data: Vec<u8>,
     ) -> Result<(), DocError> {
         // Presence is not worth loading a document for.
-        let Some(h) = self.lookup(&doc) else {
-            return Ok(());
-        };
-        h.tx.send(Cmd::Ephemeral {
-            conn_id,
-            count,
-            session_id,
-            data,
-        })
+        self.deliver(
+            doc,
+            Cmd::Ephemeral {
+                conn_id,
+                count,
+                session_id,
+                data,
+            },
+            false,
+        )
         .await
-        .map_err(|_| DocError::Stopped)
     }
 
     pub async fn wants_heads(&self, doc: DocumentId, conn_id: u64, wants: bool) {
-        if let Some(h) = self.lookup(&doc) {
-            let _ = h.tx.send(Cmd::WantsHeads { conn_id, wants }).await;
-        }
+        let _ = self
+            .deliver(doc, Cmd::WantsHeads { conn_id, wants }, false)
+            .await;
     }
 
     /// A connection stops using a document. Never loads it.
     pub async fn close(&self, doc: DocumentId, conn_id: u64) {
-        if let Some(h) = self.lookup(&doc) {
-            let _ = h.tx.send(Cmd::Close { conn_id }).await;
-        }
+        let _ = self.deliver(doc, Cmd::Close { conn_id }, false).await;
     }
 
     /// A copy of the current document.
@@ -404,13 +471,22 @@ impl std::fmt::Debug for Actor {
 
 impl Actor {
     /// Runs until idle or failed; returns why it stopped.
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, idle: Duration) -> &'static str {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        idle: Duration,
+        docs: Docs,
+        generation: u64,
+    ) -> &'static str {
         let mut reason = UNLOADED;
         loop {
             let cmd = if self.peers.is_empty() && self.pending.is_empty() {
                 match tokio::time::timeout(idle, rx.recv()).await {
                     Ok(Some(cmd)) => cmd,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(_) if docs.retire(&self.id, generation, &mut rx) => break,
+                    // A command arrived just as the time ran out.
+                    Err(_) => continue,
                 }
             } else {
                 match rx.recv().await {
