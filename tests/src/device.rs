@@ -265,13 +265,14 @@ impl TestDevice {
     }
 
     /// Opens a document this device does not have yet (the server sends
-    /// it), with a fresh actor id.
+    /// it), with a fresh actor id and a fresh sync state: a saved sync
+    /// state only goes with the saved document it describes.
     pub fn open(&self, doc: DocumentId) {
         let mut state = self.shared.lock();
-        let saved = state.sync_states.get(&doc).cloned();
+        state.sync_states.remove(&doc);
         state
             .engine
-            .open(doc, Automerge::new().with_actor(random_actor()), saved);
+            .open(doc, Automerge::new().with_actor(random_actor()), None);
         drop(state);
         self.kick();
     }

@@ -134,3 +134,69 @@ async fn idle_cases_are_unloaded_and_reload_intact() {
     );
     assert_eq!(loaded(&api).await, 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_an_unload_are_never_lost() {
+    // Unload as soon as a case is unused: every read ends with the actor
+    // going idle, so requests keep arriving just as it stops. Each must be
+    // served, by that actor or by a fresh one, never dropped.
+    let server = TestServer::start(ServerOptions {
+        idle_unload_secs: Some(0),
+        ..ServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let api = server.api().unwrap();
+    let owner = server.token("olena", "web").await.unwrap();
+    let doc = api
+        .create_case(&owner, &[("military.unit", "93rd brigade")])
+        .await
+        .unwrap()
+        .id;
+
+    // Step 1: four readers, 500 reads each, all at once.
+    let path = format!("/api/cases/{}", doc.to_url());
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (api, owner, path) = (api.clone(), owner.clone(), path.clone());
+        readers.push(tokio::spawn(async move {
+            let mut refused = Vec::new();
+            for _ in 0..500 {
+                let (status, body) = api.get_json(&path, &owner).await.unwrap();
+                if status != 200 {
+                    refused.push((status, body));
+                }
+            }
+            refused
+        }));
+    }
+
+    // Step 2: meanwhile a phone reconnects again and again, opening the
+    // case on each new connection, and each time writes to it: the edit is
+    // acknowledged (never `doc-unavailable`, never ignored).
+    let mut phone = TestDevice::minted(&server, "olena", "phone").await.unwrap();
+    phone.open(doc);
+    for round in 0..20 {
+        phone.connect(&server).await.unwrap();
+        phone
+            .wait_case(&doc, PATIENCE, "the case", |_| true)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        phone
+            .edit(&doc, &set(UNIT, &format!("round {round}")))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        phone
+            .wait_acknowledged(&doc, PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            !phone.inspect(|s| s.is_unavailable(&doc)),
+            "round {round}: doc-unavailable for a case the phone may see"
+        );
+        phone.disconnect().await;
+    }
+    for reader in readers {
+        let refused = reader.await.unwrap();
+        assert!(refused.is_empty(), "reads refused: {refused:?}");
+    }
+}
