@@ -17,11 +17,6 @@ cd "$(dirname "$0")/.."
 if [ "${SKIP_WASM:-0}" != 1 ] || [ ! -f client-wasm/pkg/casesync_client_wasm_bg.wasm ]; then
   ./scripts/build-wasm.sh
 fi
-# wasm-bindgen's nodejs output is CommonJS; client-wasm/package.json says
-# "type": "module", so the generated directory says otherwise for itself.
-if [ -d client-wasm/pkg-node ]; then
-  echo '{"type":"commonjs"}' > client-wasm/pkg-node/package.json
-fi
 
 dist=client-wasm/dist
 rm -rf "$dist"

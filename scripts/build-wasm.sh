@@ -18,12 +18,23 @@ if [ "$have" != "$want" ]; then
   cargo install wasm-bindgen-cli --version "$want"
 fi
 
-cargo build --release --target wasm32-unknown-unknown -p casesync-client-wasm
+# Size matters more than speed on a cheap phone over a bad network: link-time
+# optimisation across crates, one codegen unit, size-oriented optimisation.
+# Only for this build (environment, not Cargo.toml): the server's release
+# builds keep the workspace's profile. panic = "abort" is wasm32's default.
+CARGO_PROFILE_RELEASE_LTO=true \
+CARGO_PROFILE_RELEASE_OPT_LEVEL=s \
+CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+CARGO_PROFILE_RELEASE_DEBUG=false \
+  cargo build --release --target wasm32-unknown-unknown -p casesync-client-wasm
 wasm=target/wasm32-unknown-unknown/release/casesync_client_wasm.wasm
 
 rm -rf client-wasm/pkg client-wasm/pkg-node
 wasm-bindgen --target web --out-dir client-wasm/pkg "$wasm"
 wasm-bindgen --target nodejs --out-dir client-wasm/pkg-node "$wasm"
+# The nodejs output is CommonJS, and client-wasm/package.json says
+# "type": "module": the generated directory says what it is, so Node loads it.
+echo '{"type":"commonjs"}' > client-wasm/pkg-node/package.json
 
 # Debian's binaryen produces modules that fail to load; npm's works.
 (cd client-wasm && npm ci --no-audit --no-fund >/dev/null)

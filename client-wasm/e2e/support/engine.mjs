@@ -16,7 +16,7 @@ if (!existsSync(join(pkgNode, 'casesync_client_wasm.js'))) {
 }
 // wasm-bindgen's nodejs target is CommonJS, and client-wasm/package.json
 // says "type": "module"; a package.json in the generated directory says
-// which it is (scripts/build-app.sh writes it too).
+// which it is (scripts/build-wasm.sh writes it; this covers an older pkg-node).
 if (!existsSync(join(pkgNode, 'package.json'))) {
   writeFileSync(join(pkgNode, 'package.json'), '{"type":"commonjs"}\n');
 }
