@@ -92,8 +92,12 @@ function attachSession() {
 function syncText(s) {
   if (s.authRequired) return t('sync.auth');
   if (s.state === 'offline') return s.unacknowledged > 0 ? tn('sync.offline_pending', s.unacknowledged) : t('sync.offline');
-  if (s.state === 'syncing') return t('sync.syncing');
-  return t('sync.saved');
+  // On a network that breaks WebSockets the app syncs over plain HTTP:
+  // it works the same, only slower, and says so.
+  // (Kept on one line when the pill wraps on a narrow screen.)
+  const via = s.transport === 'http' ? ` · ${t('sync.via_http').replace(/ /g, '\u00a0')}` : '';
+  if (s.state === 'syncing') return t('sync.syncing') + via;
+  return t('sync.saved') + via;
 }
 
 function renderHeader(problem) {
@@ -106,7 +110,7 @@ function renderHeader(problem) {
     header.append(
       h(
         'p',
-        { id: 'sync', class: 'sync', role: 'status', 'aria-live': 'polite', dataset: { state: s.authRequired ? 'auth' : s.state, pending: String(s.unacknowledged) } },
+        { id: 'sync', class: 'sync', role: 'status', 'aria-live': 'polite', dataset: { state: s.authRequired ? 'auth' : s.state, pending: String(s.unacknowledged), transport: s.transport || 'none' } },
         h('span', { class: 'dot', 'aria-hidden': 'true' }),
         syncText(s),
       ),

@@ -2,7 +2,10 @@
 //
 // The engine decides everything about documents and the protocol; this
 // module only moves bytes and keeps them:
-//   - the WebSocket to the server, with reconnect and jittered backoff;
+//   - the WebSocket to the server, with reconnect and jittered backoff,
+//     and the HTTP fallback (`POST /sync/http`) for networks that break
+//     WebSockets: used by itself when sockets keep failing while plain
+//     HTTP works, left again as soon as a socket works;
 //   - IndexedDB: the device's actor and storage id, the token, and each
 //     case's bytes and sync state, so the app reopens offline with
 //     everything;
@@ -27,6 +30,37 @@ const DOCS = 'docs';
 // a mast outage do not all knock at once.
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
+
+function backoff(attempt) {
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+// A socket that has not completed the protocol handshake (the server's
+// `peer`) in this time has failed: some proxies hold an upgrade forever.
+const HANDSHAKE_TIMEOUT_MS = 15_000;
+// Sockets that fail this many times in a row, while the API answers over
+// plain HTTP, mean a network that breaks WebSockets: use the HTTP fallback.
+const WS_FAILURES_BEFORE_HTTP = 3;
+// On the fallback, try a socket again after 30-60 s, then less and less
+// often (up to every 2.5-5 min); at once when the network changes.
+const WS_PROBE_BASE_MS = 60_000;
+const WS_PROBE_MAX_MS = 300_000;
+// HTTP fallback: an idle device long-polls (the server holds at most
+// 25 s); for a while after a local edit it polls briefly instead, so that
+// the next edit never waits behind a long poll.
+const HTTP_LONG_POLL_MS = 20_000;
+const HTTP_ACTIVE_POLL_MS = 1_000;
+const HTTP_ACTIVE_FOR_MS = 30_000;
+// The server drops a session idle for 120 s; after a gap of half that,
+// start a new one rather than talk to a session that may be gone.
+const HTTP_SESSION_GAP_MS = 60_000;
+// How long past its wait a request may take before it counts as lost.
+const HTTP_REQUEST_SLACK_MS = 25_000;
+// One request's frames: the server accepts at most 1024 frames and a body
+// of a few frames of its largest size.
+const HTTP_MAX_FRAMES = 256;
+const HTTP_MAX_BYTES = 512 * 1024;
 
 const WS_PROTOCOL = 'casesync.v1';
 const WS_BEARER_PREFIX = 'casesync.bearer.';
@@ -73,6 +107,63 @@ export function randomId() {
 
 function toHex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// ---------------------------------------------------------------- framing
+
+/** The HTTP fallback's body: each frame as a 4-byte big-endian length and
+ *  its bytes (the frames are the socket's, unchanged). */
+export function encodeFrames(frames) {
+  let size = 0;
+  for (const f of frames) size += 4 + f.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const f of frames) {
+    view.setUint32(at, f.length);
+    out.set(f, at + 4);
+    at += 4 + f.length;
+  }
+  return out;
+}
+
+/** A response's whole body, calling `progress()` as each part arrives. */
+async function readBody(res, progress) {
+  if (!res.body || !res.body.getReader) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const parts = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    progress();
+    parts.push(value);
+    size += value.length;
+  }
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Splits a response body into frames; throws on broken framing. */
+export function decodeFrames(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const frames = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (bytes.length - at < 4) throw new Error('truncated frame length');
+    const len = view.getUint32(at);
+    at += 4;
+    if (len > bytes.length - at) throw new Error('truncated frame');
+    frames.push(bytes.subarray(at, at + len));
+    at += len;
+  }
+  return frames;
 }
 
 // ------------------------------------------------------------------ token
@@ -278,6 +369,19 @@ export class Session {
     this.onAuthRequired = options.onAuthRequired || (() => {});
     this.client = new CasesyncClient(identity.token, identity.storageId, identity.actor);
     this.ws = null;
+    this.wsReady = false;
+    // 'ws', or 'http' while sockets fail on this network.
+    this.mode = 'ws';
+    this.wsFailures = 0;
+    this.http = null;
+    this.probe = null;
+    this.probeTimer = null;
+    this.wsProbeAttempt = 0;
+    this.lastLocalEdit = 0;
+    // Set while a working link is being restarted on purpose (a new HTTP
+    // session, the switch back to the socket): the indicator says
+    // "syncing" then, not "offline".
+    this.restarting = false;
     this.running = false;
     this.attempt = 0;
     this.timer = null;
@@ -290,7 +394,7 @@ export class Session {
     this.flushing = null;
     this.failed = new Map();
     this.onOnline = () => this.reconnectNow();
-    this.onOffline = () => this.dropSocket();
+    this.onOffline = () => this.goOffline();
     this.localFlushers = new Set();
     this.onHide = () => {
       this.flushLocal();
@@ -403,14 +507,16 @@ export class Session {
 
   // ---- documents
 
-  /** `{state, online, unacknowledged, authRequired}` */
+  /** `{state, online, unacknowledged, authRequired, transport}`;
+   *  `transport` is `'ws'` or `'http'` (the fallback) while online. */
   status() {
     const s = JSON.parse(this.client.status());
     let state;
-    if (!s.online) state = 'offline';
+    if (!s.online) state = this.restarting ? 'syncing' : 'offline';
     else if (s.unacknowledged > 0 || this.dirty.size > 0) state = 'syncing';
     else state = 'saved';
-    return { state, online: s.online, unacknowledged: s.unacknowledged, authRequired: this.authBlocked };
+    const transport = !s.online && !this.restarting ? null : this.http ? 'http' : 'ws';
+    return { state, online: s.online, unacknowledged: s.unacknowledged, authRequired: this.authBlocked, transport };
   }
 
   /** Case urls this device holds. */
@@ -443,6 +549,7 @@ export class Session {
       this.trapped(e);
       throw e;
     }
+    this.lastLocalEdit = Date.now();
     this.pump();
     this.notifyDoc(url);
     return hash;
@@ -530,32 +637,52 @@ export class Session {
    *  the local write of what changed. */
   pump() {
     if (this.crashed) return;
-    const open = this.ws && this.ws.readyState === 1;
-    if (open) {
-      for (let frame = this.client.pollTransmit(); frame; frame = this.client.pollTransmit()) {
-        this.ws.send(frame);
-      }
-    }
+    this.transmit();
     const events = JSON.parse(this.client.takeEvents());
     for (const ev of events) {
       if (ev.type === 'connected') {
         // The server accepted our join: the link works, reset the backoff.
         this.attempt = 0;
+        this.restarting = false;
+        if (this.ws) {
+          this.wsReady = true;
+          this.wsFailures = 0;
+        }
+        if (this.http) this.http.failures = 0;
         this.emit(ev);
       } else if (ev.type === 'changed') {
         this.notifyDoc(ev.document);
       } else {
+        // Over HTTP, an `error` from the server means it closed our session
+        // (a socket would have closed): start a new one.
+        if (ev.type === 'error' && this.http) this.http.serverError = String(ev.message || '');
         this.emit(ev);
       }
     }
-    if (open && events.length) {
-      // Handling events may have queued replies.
+    // Handling events may have queued replies.
+    if (events.length) this.transmit();
+    this.flush();
+    this.notifyStatus();
+  }
+
+  /** Moves the engine's outgoing frames to the transport in use: straight
+   *  onto an open socket, or into the next HTTP request. */
+  transmit() {
+    if (this.ws) {
+      if (this.ws.readyState !== 1) return;
       for (let frame = this.client.pollTransmit(); frame; frame = this.client.pollTransmit()) {
         this.ws.send(frame);
       }
+      return;
     }
-    this.flush();
-    this.notifyStatus();
+    const h = this.http;
+    if (!h) return;
+    let queued = false;
+    for (let frame = this.client.pollTransmit(); frame; frame = this.client.pollTransmit()) {
+      h.outbox.push(frame);
+      queued = true;
+    }
+    if (queued) this.httpWake(h);
   }
 
   // ---- the connection
@@ -584,6 +711,9 @@ export class Session {
       globalThis.removeEventListener('pagehide', this.onHide);
       globalThis.document?.removeEventListener('visibilitychange', this.onVisibility);
     }
+    this.restarting = false;
+    this.stopProbe();
+    this.stopHttp();
     this.dropSocket();
   }
 
@@ -608,38 +738,55 @@ export class Session {
     return u.toString();
   }
 
-  async connect() {
-    if (!this.running || this.ws || this.authBlocked) return;
-    clearTimeout(this.timer);
-    this.timer = null;
-    if (globalThis.navigator && navigator.onLine === false) {
-      // The `online` event brings us back.
-      return;
-    }
+  /** A token to connect with, or `null` after asking to sign in again. */
+  async connectToken() {
     let token;
     try {
       token = await this.getToken();
     } catch {
       token = null;
     }
-    if (!this.running || this.ws) return;
     if (!token || tokenExpired(token, this.now())) {
-      this.requireAuth('expired');
+      if (this.running) this.requireAuth('expired');
+      return null;
+    }
+    return token;
+  }
+
+  /** Connects over the transport in use: the socket, or the HTTP fallback
+   *  when sockets keep failing on this network. */
+  async connect() {
+    if (!this.running || this.ws || this.http || this.authBlocked) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (globalThis.navigator && navigator.onLine === false) {
+      // The `online` event brings us back.
       return;
     }
+    if (this.mode === 'http') {
+      this.startHttp();
+      return;
+    }
+    const token = await this.connectToken();
+    if (!token || !this.running || this.ws || this.http || this.mode !== 'ws') return;
     let ws;
     try {
       ws = new WebSocket(this.wsUrl(), [WS_PROTOCOL, WS_BEARER_PREFIX + token]);
     } catch {
-      this.scheduleReconnect();
+      this.wsFailures += 1;
+      this.probeHttp(token);
       return;
     }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
-    let opened = false;
+    this.wsReady = false;
+    // A proxy may hold the upgrade (or the socket) without ever answering:
+    // a handshake that does not complete in time is a failed one.
+    const handshake = setTimeout(() => {
+      if (this.ws === ws && !this.wsReady) this.socketFailed(ws, token);
+    }, HANDSHAKE_TIMEOUT_MS);
     ws.onopen = () => {
       if (this.ws !== ws) return;
-      opened = true;
       this.client.connected();
       this.pump();
     };
@@ -659,40 +806,77 @@ export class Session {
     ws.onerror = () => {};
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
+      clearTimeout(handshake);
+      const ready = this.wsReady;
       this.ws = null;
       this.client.disconnected();
       this.pump();
       const authClose = ev.code === 1008 && /token|auth/i.test(ev.reason || '');
       if (authClose) {
         this.requireAuth('refused');
-      } else if (!opened) {
-        // The handshake failed: either the network or the token. A browser
-        // does not say which, so ask the API (same origin, same token).
-        this.probeAuth(token);
+      } else if (!ready) {
+        // The socket failed before the server said `peer`: the network,
+        // the token, or a network that breaks WebSockets. A browser does
+        // not say which, so ask over plain HTTP (same origin, same token).
+        this.restarting = false;
+        this.wsFailures += 1;
+        this.probeHttp(token);
       } else {
         this.scheduleReconnect();
       }
     };
   }
 
-  async probeAuth(token) {
+  /** Gives up on a socket whose handshake did not complete. */
+  socketFailed(ws, token) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(1000, 'handshake timeout');
+    } catch {
+      // Already closed.
+    }
+    this.restarting = false;
+    this.client.disconnected();
+    this.pump();
+    this.wsFailures += 1;
+    this.probeHttp(token);
+  }
+
+  /** After a failed socket: is the server reachable over plain HTTP with
+   *  this token? A 401 means sign in again; a server that answers while
+   *  sockets keep failing means this network breaks WebSockets, and the
+   *  session switches to the HTTP fallback. Otherwise, back off. */
+  async probeHttp(token) {
+    let reachable = false;
     try {
       const res = await fetch(this.baseUrl + '/api/cases', {
         headers: { Authorization: 'Bearer ' + token },
         cache: 'no-store',
+        credentials: 'omit',
       });
       if (res.status === 401) {
         this.requireAuth('refused');
         return;
       }
+      // The API's own answer, not a captive portal's page.
+      reachable = res.ok && (res.headers.get('content-type') || '').includes('json');
     } catch {
       // Network: back off.
+    }
+    if (!this.running || this.ws || this.http || this.authBlocked) return;
+    if (reachable && this.mode === 'ws' && this.wsFailures >= WS_FAILURES_BEFORE_HTTP) {
+      this.switchToHttp();
+      return;
     }
     this.scheduleReconnect();
   }
 
   requireAuth(reason) {
     this.authBlocked = true;
+    this.restarting = false;
+    this.stopHttp();
     this.notifyStatus();
     this.emit({ type: 'auth', reason });
     this.onAuthRequired(reason);
@@ -700,8 +884,7 @@ export class Session {
 
   scheduleReconnect() {
     if (!this.running || this.timer || this.authBlocked) return;
-    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    const delay = backoff(this.attempt);
     this.attempt = Math.min(this.attempt + 1, 16);
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -709,13 +892,22 @@ export class Session {
     }, delay);
   }
 
-  /** Reconnects now (the network came back, or a new token). */
+  /** Reconnects now (the network came back, or a new token). Over the
+   *  HTTP fallback this is also the moment to try the socket again: the
+   *  phone may be on another network. */
   reconnectNow() {
     if (!this.running) return;
     this.attempt = 0;
     clearTimeout(this.timer);
     this.timer = null;
-    if (!this.ws) this.connect();
+    if (this.mode === 'http') {
+      this.stopHttp();
+      this.connect();
+      this.wsProbeAttempt = 0;
+      this.probeSocket();
+    } else if (!this.ws) {
+      this.connect();
+    }
   }
 
   dropSocket() {
@@ -728,9 +920,350 @@ export class Session {
     } catch {
       // Already closed.
     }
-    this.client.disconnected();
+    if (!this.crashed) this.client.disconnected();
     this.pump();
     if (this.running) this.scheduleReconnect();
+  }
+
+  /** The network is gone: every transport stops until `online`. */
+  goOffline() {
+    this.restarting = false;
+    this.stopProbe();
+    this.stopHttp();
+    this.dropSocket();
+  }
+
+  // ---- the HTTP fallback (POST /sync/http)
+  //
+  // The same protocol frames as the socket, length-prefixed, in request
+  // and response bodies. The server keeps one session per device between
+  // requests, so the engine sees one connection: `connected()` once, then
+  // frames both ways. Rules of this loop:
+  //   - everything the engine has to send goes in the next request, sent
+  //     at once; with nothing to send the request long-polls (`?wait=`);
+  //   - the server's session lives on only if every response arrived: a
+  //     request that failed or was cancelled may have taken frames that
+  //     never reached us, and the sync protocol does not resend what it
+  //     believes sent. So after any such request the engine starts over
+  //     (`disconnected()`, `connected()`: a new `join`); the server ends
+  //     the old session when it sees that join ("unexpected join") and
+  //     the next join opens a new one;
+  //   - an `error` from the server means it ended our session (a socket
+  //     would have closed): start over the same way;
+  //   - the server drops a session idle for 120 s: after a long gap
+  //     (a sleeping phone), start over before sending.
+  // A long poll holds the device's session on the server, so a request
+  // sent beside it would wait for it. A local edit during an idle long
+  // poll cancels the poll (and starts over, see above); while the person
+  // is editing, polls are short instead, so that edits never wait long
+  // and nothing is cancelled.
+
+  /** Sockets keep failing here while plain HTTP works: sync over HTTP,
+   *  and try the socket again now and then. */
+  switchToHttp() {
+    this.mode = 'http';
+    this.attempt = 0;
+    this.wsProbeAttempt = 0;
+    this.emit({ type: 'transport', transport: 'http' });
+    this.connect();
+    this.scheduleSocketProbe();
+  }
+
+  /** A socket works again: stop the HTTP loop and sync over the socket. */
+  switchToSocket() {
+    this.mode = 'ws';
+    this.wsFailures = 0;
+    this.attempt = 0;
+    this.restarting = true;
+    this.stopProbe();
+    this.stopHttp();
+    this.emit({ type: 'transport', transport: 'ws' });
+    this.connect();
+  }
+
+  syncHttpUrl(wait) {
+    return `${this.baseUrl}/sync/http${wait > 0 ? `?wait=${wait}` : ''}`;
+  }
+
+  startHttp() {
+    if (!this.running || this.http || this.ws || this.authBlocked) return;
+    const h = {
+      outbox: [],
+      reset: true,
+      inFlight: null,
+      lastStart: 0,
+      failures: 0,
+      joinRetries: 0,
+      serverError: null,
+      cancelSleep: null,
+    };
+    this.http = h;
+    this.httpLoop(h).catch((e) => {
+      if (this.trapped(e)) return;
+      // An unexpected failure of the loop itself: start again later.
+      if (this.http !== h) return;
+      this.stopHttp();
+      this.scheduleReconnect();
+    });
+  }
+
+  /** Stops the HTTP loop (cancelling the request in flight) and tells the
+   *  engine the connection is gone. */
+  stopHttp() {
+    const h = this.http;
+    if (!h) return;
+    this.http = null;
+    h.inFlight?.controller.abort();
+    h.cancelSleep?.();
+    if (!this.crashed) this.client.disconnected();
+    this.pump();
+  }
+
+  /** There are frames to send: a long poll in flight would hold them for
+   *  up to its whole wait, so cancel it. A short request in flight is
+   *  simply followed by the next one. */
+  httpWake(h) {
+    const req = h.inFlight;
+    if (req && req.wait >= HTTP_LONG_POLL_MS && !req.kicked) {
+      req.kicked = true;
+      req.controller.abort();
+    }
+  }
+
+  httpSleep(h, ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        h.cancelSleep = null;
+        resolve();
+      }
+      h.cancelSleep = done;
+    });
+  }
+
+  /** One HTTP request's worth of frames (the server takes a bounded body). */
+  takeHttpBatch(h) {
+    let n = 0;
+    let bytes = 0;
+    while (n < h.outbox.length && n < HTTP_MAX_FRAMES) {
+      const len = h.outbox[n].length + 4;
+      if (n > 0 && bytes + len > HTTP_MAX_BYTES) break;
+      bytes += len;
+      n += 1;
+    }
+    return h.outbox.splice(0, n);
+  }
+
+  async httpLoop(h) {
+    while (this.http === h) {
+      if (h.lastStart && Date.now() - h.lastStart > HTTP_SESSION_GAP_MS) {
+        h.reset = true;
+        this.restarting = this.client.isConnected();
+      }
+      if (h.reset) {
+        h.reset = false;
+        h.outbox = [];
+        h.lastStart = 0;
+        this.client.disconnected();
+        this.client.connected();
+        // Moves the join into the outbox.
+        this.pump();
+      }
+      const token = await this.connectToken();
+      if (this.http !== h) return;
+      if (!token) return;
+      const batch = this.takeHttpBatch(h);
+      const active = Date.now() - this.lastLocalEdit < HTTP_ACTIVE_FOR_MS;
+      const wait = batch.length > 0 ? 0 : active ? HTTP_ACTIVE_POLL_MS : HTTP_LONG_POLL_MS;
+      const upload = encodeFrames(batch);
+      const req = { controller: new AbortController(), wait, kicked: false };
+      h.inFlight = req;
+      // A request the network swallows must not hang the loop: the
+      // response must start within its wait plus some slack (and time to
+      // upload at 10 KB/s), and its body must keep arriving.
+      let timeout = setTimeout(() => req.controller.abort(), wait + HTTP_REQUEST_SLACK_MS + Math.ceil(upload.length / 10));
+      const stillArriving = () => {
+        clearTimeout(timeout);
+        timeout = setTimeout(() => req.controller.abort(), HTTP_REQUEST_SLACK_MS);
+      };
+      h.lastStart = Date.now();
+      let status = 0;
+      let body = null;
+      try {
+        const res = await fetch(this.syncHttpUrl(wait), {
+          method: 'POST',
+          headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/octet-stream' },
+          body: upload,
+          cache: 'no-store',
+          credentials: 'omit',
+          signal: req.controller.signal,
+        });
+        status = res.status;
+        // A captive portal answers with its own page: only our framing counts.
+        const type = res.headers.get('content-type') || '';
+        if (res.ok && type.startsWith('application/octet-stream')) body = await readBody(res, stillArriving);
+      } catch {
+        status = 0;
+      } finally {
+        clearTimeout(timeout);
+        if (h.inFlight === req) h.inFlight = null;
+      }
+      if (this.http !== h) return;
+
+      if (status === 401) {
+        this.requireAuth('refused');
+        return;
+      }
+      let frames = null;
+      if (status === 200 && body) {
+        try {
+          frames = decodeFrames(body);
+        } catch {
+          frames = null;
+        }
+      }
+      if (!frames) {
+        // Cancelled for local edits, or failed: what this request carried
+        // and what its response held are unknown, so start over.
+        h.reset = true;
+        if (req.kicked) {
+          this.restarting = true;
+          continue;
+        }
+        this.restarting = false;
+        this.client.disconnected();
+        this.pump();
+        h.failures += 1;
+        await this.httpSleep(h, backoff(h.failures - 1));
+        continue;
+      }
+
+      this.flushLocal();
+      for (const frame of frames) {
+        try {
+          this.client.receive(frame);
+        } catch (e) {
+          if (this.trapped(e)) return;
+          this.emit({ type: 'error', message: String(e && e.message ? e.message : e) });
+        }
+      }
+      this.pump();
+      if (this.http !== h) return;
+
+      if (h.serverError !== null) {
+        // The server ended our session. A lost session (dropped while
+        // idle, or still open from before) is answered at once with a new
+        // join; anything else backs off, as a closed socket would.
+        const message = h.serverError;
+        h.serverError = null;
+        h.reset = true;
+        const aboutJoin = /join|session/i.test(message);
+        if (aboutJoin && h.joinRetries < 2) {
+          h.joinRetries += 1;
+          this.restarting = true;
+          continue;
+        }
+        this.restarting = false;
+        this.client.disconnected();
+        this.pump();
+        h.failures += 1;
+        await this.httpSleep(h, backoff(h.failures - 1));
+        continue;
+      }
+      if (this.client.isConnected()) h.joinRetries = 0;
+    }
+  }
+
+  // ---- probing the socket while on HTTP
+
+  scheduleSocketProbe() {
+    if (!this.running || this.mode !== 'http' || this.probeTimer || this.probe) return;
+    const ceiling = Math.min(WS_PROBE_MAX_MS, WS_PROBE_BASE_MS * 2 ** this.wsProbeAttempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.wsProbeAttempt = Math.min(this.wsProbeAttempt + 1, 8);
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      this.probeSocket();
+    }, delay);
+  }
+
+  stopProbe() {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    const p = this.probe;
+    if (!p) return;
+    this.probe = null;
+    p.end();
+  }
+
+  /** Tries a socket beside the HTTP loop, with a throwaway engine that has
+   *  no documents: the probe succeeds when the server answers its `join`
+   *  with `peer`, exactly the handshake the real connection needs. Then
+   *  the session switches back to the socket. */
+  async probeSocket() {
+    if (!this.running || this.mode !== 'http' || this.probe || this.authBlocked) return;
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    if (globalThis.navigator && navigator.onLine === false) return;
+    const token = await this.connectToken();
+    if (!token || !this.running || this.mode !== 'http' || this.probe) return;
+    let engine = null;
+    let ws = null;
+    let timer = null;
+    const probe = {
+      end() {
+        clearTimeout(timer);
+        if (ws) {
+          ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+          try {
+            ws.close(1000, 'probe');
+          } catch {
+            // Already closed.
+          }
+        }
+        try {
+          engine?.free();
+        } catch {
+          // Already freed.
+        }
+        engine = null;
+      },
+    };
+    this.probe = probe;
+    const finish = (works) => {
+      if (this.probe !== probe) return;
+      this.probe = null;
+      probe.end();
+      if (works) this.switchToSocket();
+      else this.scheduleSocketProbe();
+    };
+    try {
+      engine = new CasesyncClient(token, this.identity.storageId, randomBytes(16));
+      ws = new WebSocket(this.wsUrl(), [WS_PROTOCOL, WS_BEARER_PREFIX + token]);
+    } catch {
+      finish(false);
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    timer = setTimeout(() => finish(false), HANDSHAKE_TIMEOUT_MS);
+    ws.onopen = () => {
+      engine.connected();
+      for (let f = engine.pollTransmit(); f; f = engine.pollTransmit()) ws.send(f);
+    };
+    ws.onmessage = (ev) => {
+      try {
+        engine.receive(new Uint8Array(ev.data));
+      } catch {
+        finish(false);
+        return;
+      }
+      const events = JSON.parse(engine.takeEvents());
+      if (events.some((e) => e.type === 'connected')) finish(true);
+      else if (events.some((e) => e.type === 'error')) finish(false);
+    };
+    ws.onerror = () => {};
+    ws.onclose = () => finish(false);
   }
 
   // ---- HTTP API
