@@ -109,7 +109,15 @@ impl Client {
         sync_state: Option<Vec<u8>>,
     ) -> Result<(), ClientError> {
         let id = doc_id(url)?;
-        self.device.open_saved(id, bytes, sync_state)?;
+        let (state, acked) = match sync_state {
+            Some(blob) => {
+                let (state, acked) = unwrap_state(&blob);
+                (Some(state), acked)
+            }
+            None => (None, Vec::new()),
+        };
+        self.device.open_saved(id, bytes, state)?;
+        self.device.acknowledge_heads(&id, &acked);
         // Keep this device's actor for its own edits.
         let actor = self.actor.clone();
         self.device.edit(&id, |d| {
@@ -136,7 +144,19 @@ impl Client {
     }
 
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+        let before: Vec<(DocumentId, Vec<automerge::ChangeHash>)> = self
+            .device
+            .documents()
+            .map(|d| (*d, self.device.acked_heads(d).to_vec()))
+            .collect();
         self.device.handle_frame(frame)?;
+        // A new acknowledgement must reach local storage too, or a restart
+        // would count the change as unsaved again.
+        for (d, acked) in before {
+            if self.device.acked_heads(&d) != acked.as_slice() {
+                self.dirty.insert(d);
+            }
+        }
         self.drain_events();
         Ok(())
     }
@@ -200,8 +220,16 @@ impl Client {
     }
 
     /// The sync state to keep with the document in local storage.
+    ///
+    /// Besides automerge's sync state it keeps the heads the server has
+    /// acknowledged, which the sync state alone does not always record (an
+    /// acknowledgement can come through remote heads only).
     pub fn sync_state(&self, url: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        Ok(self.device.sync_state(&doc_id(url)?))
+        let id = doc_id(url)?;
+        Ok(self
+            .device
+            .sync_state(&id)
+            .map(|state| wrap_state(&state, self.device.acked_heads(&id))))
     }
 
     /// Applies an edit (JSON, see `edit::EditDto`). Returns the change hash,
@@ -318,5 +346,64 @@ fn raw_json(v: &model::RawValue) -> Value {
         RawValue::Map => json!({}),
         RawValue::List => json!([]),
         RawValue::Unknown => Value::Null,
+    }
+}
+
+/// Marks a stored sync state that carries acknowledged heads.
+const STATE_MAGIC: &[u8; 4] = b"CSS1";
+
+/// `CSS1`, a u16 count of heads, the heads (32 bytes each), then
+/// automerge's sync state.
+fn wrap_state(state: &[u8], acked: &[automerge::ChangeHash]) -> Vec<u8> {
+    let n = acked.len().min(usize::from(u16::MAX));
+    let mut out = Vec::with_capacity(6 + 32 * n + state.len());
+    out.extend_from_slice(STATE_MAGIC);
+    // `n` is capped to u16 above.
+    out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
+    for h in &acked[..n] {
+        out.extend_from_slice(&h.0);
+    }
+    out.extend_from_slice(state);
+    out
+}
+
+/// Splits what [`wrap_state`] wrote; a plain automerge state (older
+/// storage) comes back with no heads. Malformed input gives no heads and the
+/// rest as the state, which the engine's guards then check.
+fn unwrap_state(blob: &[u8]) -> (Vec<u8>, Vec<automerge::ChangeHash>) {
+    let Some(rest) = blob.strip_prefix(STATE_MAGIC) else {
+        return (blob.to_vec(), Vec::new());
+    };
+    let Some((count, rest)) = rest.split_at_checked(2) else {
+        return (Vec::new(), Vec::new());
+    };
+    let n = usize::from(u16::from_be_bytes([count[0], count[1]]));
+    let Some((heads, state)) = rest.split_at_checked(32 * n) else {
+        return (Vec::new(), Vec::new());
+    };
+    let heads = heads
+        .chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+        .map(automerge::ChangeHash)
+        .collect();
+    (state.to_vec(), heads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_sync_state_keeps_acknowledged_heads() {
+        let heads = vec![
+            automerge::ChangeHash([7; 32]),
+            automerge::ChangeHash([9; 32]),
+        ];
+        let blob = wrap_state(b"state", &heads);
+        assert_eq!(unwrap_state(&blob), (b"state".to_vec(), heads));
+        // Older storage: a plain state.
+        assert_eq!(unwrap_state(b"plain"), (b"plain".to_vec(), vec![]));
+        // Truncated: nothing trusted.
+        assert_eq!(unwrap_state(&blob[..10]), (vec![], vec![]));
     }
 }

@@ -213,6 +213,15 @@ impl Device {
         d.saved_state.clone()
     }
 
+    /// Restores acknowledgements kept in local storage (for example ones
+    /// the server gave only through remote heads, which the sync state
+    /// does not record). Unknown hashes are ignored.
+    pub fn acknowledge_heads(&mut self, document: &DocumentId, heads: &[ChangeHash]) {
+        if let Some(d) = self.docs.get_mut(document) {
+            d.acknowledge(heads.iter().copied());
+        }
+    }
+
     /// Heads of the document the server has acknowledged as stored.
     pub fn acked_heads(&self, document: &DocumentId) -> &[ChangeHash] {
         self.docs
