@@ -27,6 +27,7 @@ use sync_core::protocol::{self, Message, PeerMetadata};
 use sync_core::view;
 
 pub mod fixture;
+pub mod fixup;
 pub mod seeds;
 pub mod token;
 
