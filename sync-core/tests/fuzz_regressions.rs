@@ -13,6 +13,7 @@
 
 #![allow(clippy::expect_used)]
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use automerge::Automerge;
@@ -88,11 +89,33 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Runs `check` on every input, and fails listing every input whose check
+/// failed (rather than stopping at the first).
+fn check_all(inputs: Vec<(String, Vec<u8>)>, check: impl Fn(&str, &[u8])) {
+    let mut failures = Vec::new();
+    for (name, bytes) in &inputs {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| check(name, bytes))) {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| format!("{name}: panicked"));
+            failures.push(message);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs were not refused as they must be:\n{}",
+        failures.len(),
+        inputs.len(),
+        failures.join("\n")
+    );
+}
+
 /// Refused by a guard, not by the panic backstop.
 fn assert_guard_refusal(name: &str, entry: &str, e: &GuardError) {
-    assert_ne!(
-        *e,
-        GuardError::AutomergePanicked,
+    assert!(
+        *e != GuardError::AutomergePanicked,
         "{name}: {entry} reached automerge and it panicked; the guards must refuse it first"
     );
 }
@@ -152,15 +175,15 @@ fn frame_crashers_are_refused() {
         "the hostile frame seeds are found ({})",
         inputs.len()
     );
-    for (name, frame) in inputs {
-        let _ = protocol::decode(&frame);
+    check_all(inputs, |name, frame| {
+        let _ = protocol::decode(frame);
         let mut session = new_session();
         session
             .handle_frame(&join_frame(), &Permissive)
             .expect("a valid join");
-        match session.handle_frame(&frame, &Permissive) {
+        match session.handle_frame(frame, &Permissive) {
             Err(sync_core::engine::SessionError::Guard(e)) => {
-                assert_guard_refusal(&name, "handle_frame", &e);
+                assert_guard_refusal(name, "handle_frame", &e);
                 assert!(session.is_closed());
             }
             Err(_) => assert!(session.is_closed(), "{name}: session closed"),
@@ -175,14 +198,14 @@ fn frame_crashers_are_refused() {
                     .collect();
                 assert!(!data.is_empty(), "{name}: frame accepted");
                 for data in data {
-                    assert_sync_refused(&name, &data);
+                    assert_sync_refused(name, &data);
                 }
             }
         }
         while let Some(out) = session.poll_transmit() {
             protocol::decode(&out).expect("our own frames decode");
         }
-    }
+    });
 }
 
 #[test]
@@ -193,9 +216,7 @@ fn sync_message_crashers_are_refused() {
         "the hostile sync message seeds are found ({})",
         inputs.len()
     );
-    for (name, data) in inputs {
-        assert_sync_refused(&name, &data);
-    }
+    check_all(inputs, assert_sync_refused);
 }
 
 #[test]
@@ -207,53 +228,53 @@ fn stored_bytes_crashers_are_refused() {
         inputs.len()
     );
     let limits = Limits::default();
-    for (name, bytes) in inputs {
-        match guard::load_document(&bytes, &limits) {
+    check_all(inputs, |name, bytes| {
+        match guard::load_document(bytes, &limits) {
             Ok(_) => panic!("{name}: loaded as a document"),
-            Err(e) => assert_guard_refusal(&name, "load_document", &e),
+            Err(e) => assert_guard_refusal(name, "load_document", &e),
         }
         for mut doc in [fixture::build_seeded_case(), Automerge::new()] {
             let heads = doc.get_heads();
-            match guard::load_changes(&mut doc, &bytes, &limits) {
+            match guard::load_changes(&mut doc, bytes, &limits) {
                 Ok(_) => panic!("{name}: loaded as changes"),
                 Err(e) => {
-                    assert_guard_refusal(&name, "load_changes", &e);
+                    assert_guard_refusal(name, "load_changes", &e);
                     if !matches!(e, GuardError::DocumentTooManyOps { .. }) {
                         assert_eq!(doc.get_heads(), heads, "{name}: document untouched");
                     }
                 }
             }
         }
-        match guard::decode_sync_state(&bytes, &limits) {
+        match guard::decode_sync_state(bytes, &limits) {
             Ok(_) => panic!("{name}: decoded as a sync state"),
-            Err(e) => assert_guard_refusal(&name, "decode_sync_state", &e),
+            Err(e) => assert_guard_refusal(name, "decode_sync_state", &e),
         }
-    }
+    });
 }
 
 #[test]
 fn first_message_crashers_are_refused() {
-    let mut replayed = 0;
-    for (name, input) in inputs("token_and_first_message") {
-        let Some((mode, frame)) = input.split_first() else {
-            continue;
-        };
-        if mode % 5 != MODE_FIRST_MESSAGE {
-            continue;
-        }
-        replayed += 1;
+    let first_messages: Vec<(String, Vec<u8>)> = inputs("token_and_first_message")
+        .into_iter()
+        .filter_map(|(name, input)| match input.split_first() {
+            Some((mode, frame)) if mode % 5 == MODE_FIRST_MESSAGE => Some((name, frame.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        first_messages.len() >= 3,
+        "the hostile first-message seeds are found ({})",
+        first_messages.len()
+    );
+    check_all(first_messages, |name, frame| {
         let mut session = new_session();
         match session.handle_frame(frame, &Permissive) {
             Ok(events) => panic!("{name}: first message accepted: {events:?}"),
             Err(sync_core::engine::SessionError::Guard(e)) => {
-                assert_guard_refusal(&name, "handle_frame", &e);
+                assert_guard_refusal(name, "handle_frame", &e);
             }
             Err(_) => {}
         }
         assert!(session.is_closed(), "{name}: session closed");
-    }
-    assert!(
-        replayed >= 3,
-        "the hostile first-message seeds are found ({replayed})"
-    );
+    });
 }
