@@ -654,3 +654,67 @@ proptest! {
         }
     }
 }
+
+/// Changes that automerge 0.12 accepts but then cannot handle: a hostile
+/// writer could make the server acknowledge a change it cannot reload after
+/// a restart, or make automerge panic applying it. The guard refuses each
+/// one before automerge sees it; a real change still passes.
+#[test]
+fn changes_automerge_mishandles_are_refused() {
+    let limits = Limits::default();
+    let crasher = |name: &str| {
+        let path = format!("{}/tests/fuzz-crashers/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).expect("checked-in crasher")
+    };
+
+    // A change with a column automerge does not know (id 0 typed as a
+    // string): automerge loads it, but the document it saves no longer
+    // reloads, so a server would acknowledge what it loses on restart.
+    let unknown_column = crasher("stored_bytes/crash-53cb311adc34414434e814b33b6888d846ef1f51");
+    let mut unguarded = Automerge::new();
+    unguarded
+        .load_incremental(&unknown_column)
+        .expect("automerge takes the change");
+    assert!(
+        Automerge::load(&unguarded.save()).is_err(),
+        "automerge cannot reload what it saved"
+    );
+    assert!(matches!(
+        guard::load_changes(&mut Automerge::new(), &unknown_column, &limits),
+        Err(GuardError::Malformed(_))
+    ));
+
+    // An actor that no operation refers to (automerge panics applying it),
+    // and value lengths that overrun the raw value column (it panics
+    // slicing).
+    for name in [
+        "stored_bytes/unreferenced-other-actor",
+        "stored_bytes/document-raw-value-crosses-slab",
+    ] {
+        assert!(
+            matches!(
+                guard::load_document(&crasher(name), &limits),
+                Err(GuardError::Malformed(_))
+            ),
+            "{name} is refused as malformed"
+        );
+    }
+
+    // Extra bytes after a change's columns: automerge keeps them verbatim,
+    // but no automerge release writes them, and they would be opaque bytes
+    // that every peer stores and forwards forever.
+    let doc = doc_with_changes(b"peer", 1);
+    let change = doc.get_changes(&[]).remove(0).raw_bytes().to_vec();
+    let (chunk_type, body) = chunk_body(&change);
+    assert!(guard::load_changes(&mut Automerge::new(), &change, &limits).is_ok());
+    let mut extra = body.to_vec();
+    extra.push(0);
+    let with_extra = chunk(chunk_type, checksum(chunk_type, &extra), &extra);
+    assert_eq!(
+        guard::load_changes(&mut Automerge::new(), &with_extra, &limits),
+        Err(GuardError::TrailingBytes {
+            what: "change chunk",
+            count: 1
+        })
+    );
+}

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjType, ROOT};
+use automerge::{ActorId, AutoCommit, Automerge, ObjType, ScalarValue, ROOT};
 use sha2::{Digest, Sha256};
 
 pub const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -91,20 +91,20 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to a Vec")
 }
 
-/// A compressed change chunk (type 2) whose inflated body is a real
-/// automerge change followed by `padding` zero bytes. Automerge keeps bytes
-/// after a change's columns as "extra bytes", and the checksum is correct, so
-/// automerge 0.12 accepts it: it is a valid change that inflates to
-/// `padding` bytes more than it looks.
+/// A compressed change chunk (type 2) that inflates to more than `padding`
+/// bytes: a real automerge change setting one key to `padding` zero bytes,
+/// which DEFLATE shrinks about a thousandfold. It is a valid change that
+/// automerge 0.12 accepts; only its inflated size makes it a bomb.
 pub fn compressed_change_bomb(padding: usize) -> Vec<u8> {
-    let doc = doc_with_changes(b"bomb-actor", 1);
+    let mut doc = AutoCommit::new();
+    doc.set_actor(ActorId::from(b"bomb-actor".as_slice()));
+    doc.put(ROOT, "padding", ScalarValue::Bytes(vec![0; padding]))
+        .expect("a put on a fresh document");
     let change = doc.get_changes(&[]).remove(0);
     let (chunk_type, body) = chunk_body(change.raw_bytes());
     assert_eq!(chunk_type, 1);
-    let mut inflated = body.to_vec();
-    inflated.resize(body.len() + padding, 0);
     // The checksum covers the uncompressed change chunk.
-    chunk(2, checksum(1, &inflated), &deflate(&inflated))
+    chunk(2, checksum(1, body), &deflate(body))
 }
 
 /// A v1 sync message carrying `changes` and nothing else.

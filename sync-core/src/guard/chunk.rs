@@ -16,6 +16,7 @@
 //! without materialising it, and bounded by `Limits::max_ops_per_change`
 //! (change chunks) or `Limits::max_document_ops` (document and bundle chunks).
 
+use std::collections::BTreeSet;
 use std::io::Read;
 
 use super::reader::Reader;
@@ -223,13 +224,133 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<u64, GuardError> {
         limit: limits.max_ops_per_change,
         what: "column items in a change (max_ops_per_change)",
     };
-    let mut ops = 0;
+    // Actor index 0 is the change's author, 1.. its other actors.
+    let actors = other_actors as u64 + 1;
+    let mut scans = Vec::with_capacity(columns.columns.len());
     for &(spec, _, len) in &columns.columns {
         let data = r.take(len, "change column data")?;
-        ops = ops.max(count_items(spec, &mut slice_bytes(data), cap)?);
+        let scan = scan_column(spec, &mut slice_bytes(data), cap, actors)?;
+        scans.push((spec, len, scan));
     }
-    // Whatever follows is the change's "extra bytes", kept verbatim by automerge.
+    let ops = check_column_set(&scans, CHANGE_OP_COLUMNS)?;
+    // Automerge 0.12 panics applying a change that lists an actor none of
+    // its operations refer to (`import_ops` looks each one up and unwraps);
+    // automerge itself only ever lists the actors its operations use.
+    let mut referenced: BTreeSet<u64> = BTreeSet::new();
+    for (_, _, scan) in &scans {
+        referenced.extend(&scan.actors);
+    }
+    if (1..actors).any(|actor| !referenced.contains(&actor)) {
+        return Err(GuardError::Malformed(
+            "change lists an actor that none of its operations refers to",
+        ));
+    }
+    // Automerge keeps bytes after the columns verbatim, as "extra bytes" for
+    // formats to come; no automerge release writes them, and nothing here
+    // would read them, so a change that carries some is refused.
+    if !r.is_empty() {
+        return Err(GuardError::TrailingBytes {
+            what: "change chunk",
+            count: r.remaining(),
+        });
+    }
     Ok(ops)
+}
+
+/// Column specifications (column id << 4 | type, without the deflate bit)
+/// that automerge 0.12 writes, per kind of column set. A column it does not
+/// know is ignored by automerge; one with a known id but another type makes
+/// its decoders panic, so anything else is refused.
+const CHANGE_OP_COLUMNS: &[u32] = &[
+    0x01, 0x02, 0x11, 0x13, 0x15, 0x34, 0x42, 0x56, 0x57, 0x70, 0x71, 0x73, 0x94, 0xa5,
+];
+const DOCUMENT_OP_COLUMNS: &[u32] = &[
+    0x01, 0x02, 0x11, 0x13, 0x15, 0x21, 0x23, 0x34, 0x42, 0x56, 0x57, 0x80, 0x81, 0x83, 0x94, 0xa5,
+];
+const DOCUMENT_CHANGE_COLUMNS: &[u32] = &[0x01, 0x03, 0x13, 0x23, 0x35, 0x40, 0x43, 0x56, 0x57];
+
+/// Checks what the columns of one set say about each other, and returns the
+/// number of rows (operations or changes):
+/// - every column is one automerge writes for this set (`allowed`), once;
+/// - a value-metadata column's lengths add up to its raw value column's
+///   length (automerge 0.12 panics slicing past the end otherwise);
+/// - a group column's counts add up to the rows of its grouped columns;
+/// - every other column has the same number of rows, or none (absent).
+fn check_column_set(scans: &[(u32, u64, ColumnScan)], allowed: &[u32]) -> Result<u64, GuardError> {
+    let spec_of = |spec: u32| spec & !COLUMN_DEFLATE;
+    let mut seen = BTreeSet::new();
+    for &(spec, _, _) in scans {
+        if !allowed.contains(&spec_of(spec)) {
+            return Err(GuardError::Malformed(
+                "a column that automerge does not write, or with the wrong type",
+            ));
+        }
+        if !seen.insert(spec_of(spec)) {
+            return Err(GuardError::Malformed("a column appears twice"));
+        }
+    }
+    let find = |spec: u32| scans.iter().find(|(s, _, _)| spec_of(*s) == spec);
+    let grouped_ids: BTreeSet<u32> = scans
+        .iter()
+        .filter(|(s, _, _)| s & 0b111 == COLUMN_TYPE_GROUP)
+        .map(|(s, _, _)| spec_of(*s) >> 4)
+        .collect();
+    let mut rows: Option<u64> = None;
+    for (spec, expanded_len, scan) in scans {
+        let spec = spec_of(*spec);
+        let id = spec >> 4;
+        match spec & 0b111 {
+            COLUMN_TYPE_VALUE_META => {
+                let raw_len = find((id << 4) | COLUMN_TYPE_VALUE).map_or(0, |(_, len, _)| *len);
+                if scan.sum != raw_len {
+                    return Err(GuardError::Malformed(
+                        "value lengths do not add up to the raw value column",
+                    ));
+                }
+            }
+            COLUMN_TYPE_VALUE => {
+                if find((id << 4) | COLUMN_TYPE_VALUE_META).is_none() && *expanded_len != 0 {
+                    return Err(GuardError::Malformed(
+                        "a raw value column without its metadata column",
+                    ));
+                }
+                continue;
+            }
+            COLUMN_TYPE_GROUP => {
+                // Deps have only a delta column; preds and succs have an
+                // actor and a delta column.
+                let members: Vec<u64> = [COLUMN_TYPE_ACTOR, COLUMN_TYPE_DELTA]
+                    .into_iter()
+                    .filter_map(|member| find((id << 4) | member).map(|(_, _, s)| s.items))
+                    .collect();
+                let matches = if members.is_empty() {
+                    scan.sum == 0
+                } else {
+                    members.iter().all(|&items| items == scan.sum)
+                };
+                if !matches {
+                    return Err(GuardError::Malformed(
+                        "a group's counts do not match its grouped columns",
+                    ));
+                }
+            }
+            _ if grouped_ids.contains(&id) => continue,
+            _ => {}
+        }
+        if scan.items == 0 {
+            continue;
+        }
+        match rows {
+            None => rows = Some(scan.items),
+            Some(n) if n == scan.items => {}
+            Some(_) => {
+                return Err(GuardError::Malformed(
+                    "columns disagree on the number of rows",
+                ));
+            }
+        }
+    }
+    Ok(rows.unwrap_or(0))
 }
 
 /// The body of a document chunk, as `Document::parse` reads it.
@@ -258,8 +379,11 @@ fn check_document_body(
     // A document's columns are inflated against the whole budget: one
     // document may legitimately hold more than one change's worth.
     let cap = document_item_cap(limits);
-    let changes = check_column_data(&mut r, &change_columns, cap, budget)?;
-    let ops = check_column_data(&mut r, &op_columns, cap, budget)?;
+    let actors = actors as u64;
+    let changes = check_column_data(&mut r, &change_columns, cap, actors, budget)?;
+    let changes = check_column_set(&changes, DOCUMENT_CHANGE_COLUMNS)?;
+    let ops = check_column_data(&mut r, &op_columns, cap, actors, budget)?;
+    let ops = check_column_set(&ops, DOCUMENT_OP_COLUMNS)?;
     budget.ops = budget.ops.saturating_add(changes.max(ops));
     // The suffix: one LEB128 index per head (absent in old JS documents).
     let suffix_start = r.remaining();
@@ -301,11 +425,24 @@ fn check_bundle_body(
     let change_columns = read_columns(&mut r, limits)?;
     budget.add((prefix_start - r.remaining()) as u64)?;
     let cap = document_item_cap(limits);
-    let changes = check_column_data(&mut r, &change_columns, cap, budget)?;
+    let actors = actors as u64;
+    let changes = longest(&check_column_data(
+        &mut r,
+        &change_columns,
+        cap,
+        actors,
+        budget,
+    )?);
     let ops_meta_start = r.remaining();
     let op_columns = read_columns(&mut r, limits)?;
     budget.add((ops_meta_start - r.remaining()) as u64)?;
-    let ops = check_column_data(&mut r, &op_columns, cap, budget)?;
+    let ops = longest(&check_column_data(
+        &mut r,
+        &op_columns,
+        cap,
+        actors,
+        budget,
+    )?);
     budget.ops = budget.ops.saturating_add(changes.max(ops));
     if !r.is_empty() {
         return Err(GuardError::TrailingBytes {
@@ -352,29 +489,33 @@ fn read_columns(r: &mut Reader<'_>, limits: &Limits) -> Result<Columns, GuardErr
 }
 
 /// Reads the data of `columns`, inflating compressed ones against the
-/// budget, and counts each column's logical items against `cap`. Returns
-/// the longest column's item count.
+/// budget, and scans each column against `cap` and the actor count.
+/// Returns (specification, inflated length, scan) per column.
 fn check_column_data(
     r: &mut Reader<'_>,
     columns: &Columns,
     cap: ItemCap,
+    actors: u64,
     budget: &mut ChunkBudget,
-) -> Result<u64, GuardError> {
-    let mut longest = 0;
+) -> Result<Vec<(u32, u64, ColumnScan)>, GuardError> {
+    let mut scans = Vec::with_capacity(columns.columns.len());
     for &(spec, deflated, len) in &columns.columns {
         let data = r.take(len, "column data")?;
-        let items = if deflated {
+        let (size, scan) = if deflated {
             let (byte_cap, limit_name, limit) = budget.cap(None);
-            let (size, items) = inflate_and_count(data, spec, byte_cap, cap, limit_name, limit)?;
-            budget.add(size)?;
-            items
+            inflate_and_scan(data, spec, byte_cap, cap, actors, limit_name, limit)?
         } else {
-            budget.add(len)?;
-            count_items(spec, &mut slice_bytes(data), cap)?
+            (len, scan_column(spec, &mut slice_bytes(data), cap, actors)?)
         };
-        longest = longest.max(items);
+        budget.add(size)?;
+        scans.push((spec, size, scan));
     }
-    Ok(longest)
+    Ok(scans)
+}
+
+/// The longest column's item count.
+fn longest(scans: &[(u32, u64, ColumnScan)]) -> u64 {
+    scans.iter().map(|(_, _, s)| s.items).max().unwrap_or(0)
 }
 
 fn document_item_cap(limits: &Limits) -> ItemCap {
@@ -412,21 +553,22 @@ fn slice_bytes(data: &[u8]) -> impl Iterator<Item = Result<u8, GuardError>> + '_
 /// Inflates a compressed column through a small buffer, counting its items
 /// as it streams past. Nothing is kept; at most `byte_cap + 1` bytes are
 /// produced.
-fn inflate_and_count(
+fn inflate_and_scan(
     compressed: &[u8],
     spec: u32,
     byte_cap: u64,
     item_cap: ItemCap,
+    actors: u64,
     limit_name: &'static str,
     limit: usize,
-) -> Result<(u64, u64), GuardError> {
+) -> Result<(u64, ColumnScan), GuardError> {
     let decoder = flate2::bufread::DeflateDecoder::new(compressed).take(byte_cap.saturating_add(1));
     let mut produced = 0u64;
     let mut bytes = std::io::BufReader::new(decoder).bytes().map(|byte| {
         produced += 1;
         byte.map_err(|_| GuardError::Malformed("invalid DEFLATE data"))
     });
-    let counted = count_items(spec, &mut bytes, item_cap);
+    let counted = scan_column(spec, &mut bytes, item_cap, actors);
     // Whatever the counter did not need still counts towards the size.
     let drained = bytes.try_fold((), |(), byte| byte.map(drop));
     drop(bytes);
@@ -438,10 +580,52 @@ fn inflate_and_count(
 }
 
 /// Column types, from the low three bits of a column specification.
+const COLUMN_TYPE_GROUP: u32 = 0;
+const COLUMN_TYPE_ACTOR: u32 = 1;
 const COLUMN_TYPE_DELTA: u32 = 3;
 const COLUMN_TYPE_BOOLEAN: u32 = 4;
 const COLUMN_TYPE_STRING: u32 = 5;
+const COLUMN_TYPE_VALUE_META: u32 = 6;
 const COLUMN_TYPE_VALUE: u32 = 7;
+
+/// What a scan learned about one column.
+#[derive(Debug, Default)]
+struct ColumnScan {
+    /// Logical items (rows).
+    items: u64,
+    /// Group columns: the sum of the counts. Value metadata columns: the sum
+    /// of the value lengths they declare.
+    sum: u64,
+    /// Actor columns: the actor indexes used.
+    actors: BTreeSet<u64>,
+}
+
+impl ColumnScan {
+    /// Records `repeat` copies of the unsigned value `value` of a column of
+    /// `column_type`.
+    fn value(
+        &mut self,
+        column_type: u32,
+        value: u64,
+        repeat: u64,
+        actors: u64,
+    ) -> Result<(), GuardError> {
+        match column_type {
+            COLUMN_TYPE_ACTOR => {
+                if value >= actors {
+                    return Err(GuardError::Malformed("an actor index past the actor list"));
+                }
+                self.actors.insert(value);
+            }
+            COLUMN_TYPE_GROUP => self.sum = self.sum.saturating_add(value.saturating_mul(repeat)),
+            COLUMN_TYPE_VALUE_META => {
+                self.sum = self.sum.saturating_add((value >> 4).saturating_mul(repeat));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 /// Counts the logical items of one column without materialising them,
 /// refusing as soon as the count passes `cap`.
@@ -452,50 +636,67 @@ const COLUMN_TYPE_VALUE: u32 = 7;
 /// `n > 0` is a run of one value repeated `n` times, `n < 0` is `-n` literal
 /// values, and `0` is followed by a count of nulls. Values are unsigned
 /// LEB128, signed LEB128 (delta columns) or a length-prefixed string.
-fn count_items(
+fn scan_column(
     spec: u32,
     bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
     cap: ItemCap,
-) -> Result<u64, GuardError> {
+    actors: u64,
+) -> Result<ColumnScan, GuardError> {
     let column_type = spec & 0b111;
-    let mut items = 0u64;
+    let mut scan = ColumnScan::default();
     match column_type {
         COLUMN_TYPE_VALUE => {}
         COLUMN_TYPE_BOOLEAN => {
             while let Some(run) = next_uleb(bytes)? {
-                cap.add(&mut items, run)?;
+                cap.add(&mut scan.items, run)?;
             }
         }
         _ => {
             while let Some(count) = next_sleb(bytes)? {
                 if count > 0 {
-                    cap.add(&mut items, count.unsigned_abs())?;
-                    skip_value(column_type, bytes)?;
+                    cap.add(&mut scan.items, count.unsigned_abs())?;
+                    if let Some(value) = read_value(column_type, bytes)? {
+                        scan.value(column_type, value, count.unsigned_abs(), actors)?;
+                    }
                 } else if count < 0 {
                     // Checked before reading: each literal costs input bytes,
                     // but an absurd count is refused at once.
-                    cap.add(&mut items, count.unsigned_abs())?;
+                    cap.add(&mut scan.items, count.unsigned_abs())?;
                     for _ in 0..count.unsigned_abs() {
-                        skip_value(column_type, bytes)?;
+                        if let Some(value) = read_value(column_type, bytes)? {
+                            scan.value(column_type, value, 1, actors)?;
+                        }
                     }
                 } else {
                     let nulls =
                         next_uleb(bytes)?.ok_or(GuardError::Truncated { what: "null run" })?;
-                    cap.add(&mut items, nulls)?;
+                    cap.add(&mut scan.items, nulls)?;
                 }
             }
         }
     }
-    Ok(items)
+    Ok(scan)
 }
 
-fn skip_value(
+/// The number of items of one column (see [`scan_column`]).
+#[cfg(test)]
+fn count_items(
+    spec: u32,
+    bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
+    cap: ItemCap,
+) -> Result<u64, GuardError> {
+    scan_column(spec, bytes, cap, u64::MAX).map(|scan| scan.items)
+}
+
+/// Reads one value of a run-length encoded column: the unsigned value for
+/// the unsigned types, `None` for the delta and string types (skipped).
+fn read_value(
     column_type: u32,
     bytes: &mut impl Iterator<Item = Result<u8, GuardError>>,
-) -> Result<(), GuardError> {
+) -> Result<Option<u64>, GuardError> {
     const WHAT: &str = "column value";
     match column_type {
-        COLUMN_TYPE_DELTA => next_sleb(bytes)?.map(drop),
+        COLUMN_TYPE_DELTA => next_sleb(bytes)?.map(|_| None),
         COLUMN_TYPE_STRING => {
             let len = next_uleb(bytes)?.ok_or(GuardError::Truncated { what: WHAT })?;
             for _ in 0..len {
@@ -504,9 +705,9 @@ fn skip_value(
                     .transpose()?
                     .ok_or(GuardError::Truncated { what: WHAT })?;
             }
-            Some(())
+            Some(None)
         }
-        _ => next_uleb(bytes)?.map(drop),
+        _ => next_uleb(bytes)?.map(Some),
     }
     .ok_or(GuardError::Truncated { what: WHAT })
 }
