@@ -33,6 +33,27 @@
 //!
 //! Every table but `changes` is `WITHOUT ROWID` (clustered by its key).
 //! Foreign keys tie every row to its document.
+//!
+//! # Version 2: identity, access and audit
+//!
+//! - `memberships` gains `revoked_at_ms` and `revoked_by`: a revoked
+//!   membership stays as a row (the audit log and quarantine refer to it).
+//!   Roles: `creator` and `relative` (family), `coordinator` (assigned).
+//! - `case_documents(case_id PK, coordination_id UNIQUE)`: which
+//!   coordination document belongs to which case.
+//! - `devices(user_id, device_id, first_seen_ms, last_seen_ms,
+//!   revoked_at_ms, revoked_by)`: every device that has authenticated, and
+//!   its revocation.
+//! - `invitations(id PK, code_hash UNIQUE, doc_id, role, created_by,
+//!   created_at_ms, expires_at_ms, used_by, used_at_ms, revoked_at_ms,
+//!   revoked_by)`: single-use, expiring invitations; only the SHA-256 of the
+//!   code is kept.
+//! - `quarantine(id PK, doc_id, hash, bytes, actor, user_id, device_id,
+//!   received_at_ms, reason, decision, decided_by, decided_at_ms)`: changes
+//!   held back from a document for a coordinator to accept or discard.
+//! - `audit_log(seq PK, at_ms, kind, user_id, device_id, doc_id, subject,
+//!   detail, prev_hash, hash)`: the hash-chained security log (`audit.rs`).
+//! - `changes_by_actor`: actor binding looks up who first delivered an actor.
 
 /// `PRAGMA application_id` of a casesync database ("CSYN").
 pub const APPLICATION_ID: i64 = 0x4353_594e;
@@ -86,6 +107,71 @@ CREATE TABLE sync_states (
     bytes    BLOB NOT NULL,
     PRIMARY KEY (doc_id, peer_key)
 ) WITHOUT ROWID;
+"#,
+    // Version 2.
+    r#"
+ALTER TABLE memberships ADD COLUMN revoked_at_ms INTEGER;
+ALTER TABLE memberships ADD COLUMN revoked_by TEXT;
+
+CREATE TABLE case_documents (
+    case_id         BLOB NOT NULL PRIMARY KEY REFERENCES documents (doc_id),
+    coordination_id BLOB NOT NULL UNIQUE REFERENCES documents (doc_id)
+) WITHOUT ROWID;
+
+CREATE TABLE devices (
+    user_id       TEXT    NOT NULL,
+    device_id     TEXT    NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    revoked_at_ms INTEGER,
+    revoked_by    TEXT,
+    PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
+
+CREATE TABLE invitations (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    code_hash     BLOB    NOT NULL UNIQUE CHECK (length(code_hash) = 32),
+    doc_id        BLOB    NOT NULL REFERENCES documents (doc_id),
+    role          TEXT    NOT NULL,
+    created_by    TEXT    NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_by       TEXT,
+    used_at_ms    INTEGER,
+    revoked_at_ms INTEGER,
+    revoked_by    TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE quarantine (
+    id             INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    doc_id         BLOB    NOT NULL REFERENCES documents (doc_id),
+    hash           BLOB    NOT NULL CHECK (length(hash) = 32),
+    bytes          BLOB    NOT NULL,
+    actor          BLOB    NOT NULL,
+    user_id        TEXT    NOT NULL,
+    device_id      TEXT    NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    reason         TEXT    NOT NULL,
+    decision       TEXT CHECK (decision IN ('accepted', 'discarded')),
+    decided_by     TEXT,
+    decided_at_ms  INTEGER,
+    UNIQUE (doc_id, hash)
+);
+
+CREATE TABLE audit_log (
+    seq       INTEGER NOT NULL PRIMARY KEY,
+    at_ms     INTEGER NOT NULL,
+    kind      TEXT    NOT NULL,
+    user_id   TEXT,
+    device_id TEXT,
+    doc_id    BLOB,
+    subject   TEXT,
+    detail    TEXT    NOT NULL,
+    prev_hash BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+    hash      BLOB    NOT NULL CHECK (length(hash) = 32)
+);
+
+CREATE INDEX changes_by_actor ON changes (actor, log_seq);
 "#,
 ];
 
