@@ -718,3 +718,30 @@ fn changes_automerge_mishandles_are_refused() {
         })
     );
 }
+
+/// The server binds actor ids to devices, so it must learn who wrote each
+/// change before automerge applies it: plain and compressed change chunks
+/// name their author; document chunks are counted for the caller to load.
+#[test]
+fn sync_message_authors_name_each_change_chunk() {
+    let limits = Limits::default();
+    let doc = doc_with_changes(b"alice-actor", 2);
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let bomb = compressed_change_bomb(1024);
+    let mut all = changes.clone();
+    all.push(bomb);
+    let authors = guard::sync_message_authors(&sync_message_with_changes(all), &limits)
+        .expect("a valid message");
+    let mut expected = vec![b"alice-actor".to_vec(); changes.len()];
+    expected.push(b"bomb-actor".to_vec());
+    assert_eq!(authors.change_actors, expected);
+    assert_eq!(authors.document_chunks, 0);
+    let whole = sync_message_with_changes(vec![doc.save()]);
+    let authors = guard::sync_message_authors(&whole, &limits).expect("a valid message");
+    assert!(authors.change_actors.is_empty());
+    assert_eq!(authors.document_chunks, 1);
+}

@@ -43,6 +43,10 @@ pub(crate) struct ChunkBudget {
     /// An upper bound on the operations the chunks hold: per chunk, the
     /// longest logical column.
     pub(crate) ops: u64,
+    /// The author (actor id bytes) of every change chunk seen, in order.
+    pub(crate) change_actors: Vec<Vec<u8>>,
+    /// Number of document chunks seen.
+    pub(crate) document_chunks: usize,
     /// The most expanded bytes allowed in total, and the limit's name.
     total_limit: usize,
     total_limit_name: &'static str,
@@ -54,6 +58,8 @@ impl ChunkBudget {
             expanded_bytes: 0,
             chunks: 0,
             ops: 0,
+            change_actors: Vec::new(),
+            document_chunks: 0,
             total_limit,
             total_limit_name,
         }
@@ -132,8 +138,9 @@ fn check_one_chunk(
     match chunk_type {
         CHUNK_CHANGE => {
             budget.add(header_len + body_len)?;
-            let ops = check_change_body(body, limits)?;
+            let (ops, actor) = check_change_body(body, limits)?;
             budget.ops = budget.ops.saturating_add(ops);
+            budget.change_actors.push(actor);
             Ok(())
         }
         CHUNK_COMPRESSED => {
@@ -149,12 +156,14 @@ fn check_one_chunk(
                 .take(cap)
                 .read_to_end(&mut inflated)
                 .map_err(|_| GuardError::Malformed("compressed change is not valid DEFLATE"))?;
-            let ops = check_change_body(&inflated, limits)?;
+            let (ops, actor) = check_change_body(&inflated, limits)?;
             budget.ops = budget.ops.saturating_add(ops);
+            budget.change_actors.push(actor);
             Ok(())
         }
         CHUNK_DOCUMENT => {
             budget.add(header_len)?;
+            budget.document_chunks += 1;
             check_document_body(body, limits, budget)
         }
         CHUNK_BUNDLE => {
@@ -184,14 +193,16 @@ pub(crate) fn inflated_size(
 }
 
 /// The body of a change chunk, as `Change::parse_following_header` reads it.
-/// Returns an upper bound on its operations.
-fn check_change_body(body: &[u8], limits: &Limits) -> Result<u64, GuardError> {
+/// Returns an upper bound on its operations, and its author's actor id.
+fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, Vec<u8>), GuardError> {
     let mut r = Reader::new(body);
     r.hashes("change dependencies (max_heads)", limits.max_heads)?;
-    r.length_prefixed(
-        "change actor id (max_actor_id_bytes)",
-        limits.max_actor_id_bytes,
-    )?;
+    let author = r
+        .length_prefixed(
+            "change actor id (max_actor_id_bytes)",
+            limits.max_actor_id_bytes,
+        )?
+        .to_vec();
     r.uleb("change seq")?;
     if r.uleb("change start op")? == 0 {
         return Err(GuardError::Malformed("change start op is zero"));
@@ -254,7 +265,7 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<u64, GuardError> {
             count: r.remaining(),
         });
     }
-    Ok(ops)
+    Ok((ops, author))
 }
 
 /// Column specifications (column id << 4 | type, without the deflate bit)

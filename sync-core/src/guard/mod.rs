@@ -47,7 +47,9 @@ use automerge::{Automerge, ReadDoc};
 pub use cbor::check_cbor;
 pub use error::GuardError;
 pub use limits::Limits;
-pub use sync_message::{check_sync_message, check_sync_state, SyncMessageSummary};
+pub use sync_message::{
+    check_sync_message, check_sync_state, sync_message_authors, MessageAuthors, SyncMessageSummary,
+};
 
 use chunk::{check_chunks, ChunkBudget};
 

@@ -54,11 +54,42 @@ pub struct SyncMessageSummary {
     pub has_flags: bool,
 }
 
+/// Who wrote the changes a sync message carries, as far as the chunk
+/// headers say (see [`sync_message_authors`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageAuthors {
+    /// The author (actor id bytes) of each change chunk, in order.
+    pub change_actors: Vec<Vec<u8>>,
+    /// Document chunks carry many changes by many authors; the caller must
+    /// load them to learn which are new (automerge's v2 messages send one
+    /// when a peer is far behind).
+    pub document_chunks: usize,
+}
+
+/// Checks a sync message like [`check_sync_message`] and returns the
+/// authors of the changes it carries, so that a server can refuse changes
+/// signed with an actor id bound to someone else before automerge applies
+/// them.
+pub fn sync_message_authors(bytes: &[u8], limits: &Limits) -> Result<MessageAuthors, GuardError> {
+    let (_, budget) = walk_sync_message(bytes, limits)?;
+    Ok(MessageAuthors {
+        change_actors: budget.change_actors,
+        document_chunks: budget.document_chunks,
+    })
+}
+
 /// Checks an automerge sync message's structure against `limits` before
 /// automerge decodes it: every count and length, every Bloom filter's
 /// parameters, and every change chunk (header, body layout, and inflated
 /// size against the decompression caps).
 pub fn check_sync_message(bytes: &[u8], limits: &Limits) -> Result<SyncMessageSummary, GuardError> {
+    walk_sync_message(bytes, limits).map(|(summary, _)| summary)
+}
+
+fn walk_sync_message(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(SyncMessageSummary, ChunkBudget), GuardError> {
     super::check_frame_size(bytes.len(), limits)?;
     let mut r = Reader::new(bytes);
     let mut summary = SyncMessageSummary {
@@ -105,7 +136,7 @@ pub fn check_sync_message(bytes: &[u8], limits: &Limits) -> Result<SyncMessageSu
             count: r.remaining(),
         });
     }
-    Ok(summary)
+    Ok((summary, budget))
 }
 
 /// Checks one encoded Bloom filter (the bytes inside a `have` entry).
