@@ -35,6 +35,8 @@ pub struct AppInner {
     pub acl: Acl,
     pub docs: Docs,
     pub metrics: Arc<Metrics>,
+    /// The hash-chained audit log of security events (`audit`).
+    pub audit: crate::audit::AuditLog,
     pub server_peer: PeerId,
     pub storage_id: StorageId,
     pub next_conn: AtomicU64,
@@ -102,6 +104,14 @@ impl AppState {
                 .await
                 .map_err(|e| StartError::Other(e.to_string()))??
         };
+        // After the store: it creates the database and the audit_log table.
+        let audit = {
+            let path = crate::audit::db_path(&config.data_dir);
+            tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&path))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?
+                .map_err(|e| StartError::Other(format!("audit log: {e}")))?
+        };
         let acl = {
             let storage = store.storage().clone();
             tokio::task::spawn_blocking(move || Acl::load(storage.as_ref()))
@@ -127,6 +137,7 @@ impl AppState {
                 acl,
                 docs,
                 metrics,
+                audit,
                 server_peer: PeerId::new(format!(
                     "casesync-server-{}",
                     &storage_id.as_str()[..8.min(storage_id.as_str().len())]

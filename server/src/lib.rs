@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod config;
