@@ -3,7 +3,7 @@
 //! Every route but `/healthz` and `/metrics` needs a valid token. A case the
 //! caller may not see answers 404, exactly like a case that does not exist.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use automerge::{Automerge, ChangeHash};
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use sync_core::model::{
     self, CaseInit, CoordinationInit, Edit, Field, FieldKind, FieldValue, RawValue,
 };
 
+use crate::acl::Principal;
 use crate::app::AppState;
 use crate::auth::{AuthError, AuthRejection, Authenticated, TokenSource};
 use crate::error::AppError;
@@ -43,7 +44,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// the `Sec-WebSocket-Protocol` entry exist for WebSocket clients that can
 /// set nothing else; a token in a URL ends up in proxy logs and browser
 /// history, so a plain HTTP request carrying one there is refused.
-fn authenticated(
+pub(crate) fn authenticated(
     state: &AppState,
     auth: Result<Authenticated, AuthRejection>,
 ) -> Result<Authenticated, AppError> {
@@ -53,17 +54,32 @@ fn authenticated(
             Err(AuthRejection(AuthError::UnsupportedAuthScheme))
         }
     });
+    // A revoked device is refused on every API route; on `/sync` it may
+    // still deliver its late offline edits, into quarantine.
+    let auth = auth.and_then(|a| {
+        let id = &a.identity;
+        if state
+            .inner
+            .acl
+            .is_device_revoked(id.user().as_str(), id.device().as_str())
+        {
+            Err(AuthRejection(AuthError::DeviceRevoked))
+        } else {
+            Ok(a)
+        }
+    });
     auth.map_err(|rejection| {
         state.inner.metrics.auth_failures.inc();
+        state.inner.audit.auth_failed(&rejection.0, "/api");
         AppError::Auth(rejection)
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     crate::auth::unix_now().saturating_mul(1000)
 }
 
-fn random_id() -> Result<DocumentId, AppError> {
+pub(crate) fn random_id() -> Result<DocumentId, AppError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(AppError::internal)?;
     Ok(DocumentId::from_bytes(bytes))
@@ -229,12 +245,12 @@ async fn create_case_inner(
         .commit(batch)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    let members: HashSet<String> = [user].into_iter().collect();
-    state
-        .inner
-        .acl
-        .insert(coordination_id, DocumentKind::Coordination, members.clone());
-    state.inner.acl.insert(case_id, DocumentKind::Case, members);
+    let identity = state.inner.identity.clone();
+    tokio::task::spawn_blocking(move || identity.link_case(case_id, coordination_id))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    state.inner.acl.add_case(case_id, coordination_id, &user);
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -254,7 +270,7 @@ pub async fn list_cases(
     let cases: Vec<Json_> = state
         .inner
         .acl
-        .cases_of(auth.identity.user().as_str())
+        .cases_of(&Principal::of(&auth.identity))
         .into_iter()
         .map(|id| json!({ "id": id.to_url() }))
         .collect();
@@ -269,13 +285,12 @@ pub fn visible_case(
     id: &str,
 ) -> Result<DocumentId, AppError> {
     let doc = DocumentId::parse_url_or_id(id).map_err(|_| AppError::NotFound)?;
-    match state
-        .inner
-        .acl
-        .access_for_user(auth.identity.user().as_str(), &doc)
-    {
-        sync_core::engine::Access::None => Err(AppError::NotFound),
-        _ => Ok(doc),
+    let principal = Principal::of(&auth.identity);
+    match state.inner.acl.case_of(&doc) {
+        Some((case, DocumentKind::Case)) if state.inner.acl.mode(&principal, &case).can_read() => {
+            Ok(case)
+        }
+        _ => Err(AppError::NotFound),
     }
 }
 

@@ -7,19 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
-use sync_core::ids::{PeerId, StorageId};
+use sync_core::ids::{DocumentId, PeerId, StorageId};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::acl::Acl;
 use crate::auth::{DevKeys, Verifier};
 use crate::config::Config;
-use crate::docs::{Docs, DocsConfig};
+use crate::docs::{Docs, DocsConfig, DocsHooks};
+use crate::identity::{ActorBindings, IdentityStore};
 use crate::metrics::Metrics;
 use crate::store::{SqliteConfig, Store, StoreConfig};
-use crate::{api, ws};
+use crate::{api, members_api, ws};
 
 /// Shared by every request and connection. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -33,6 +34,12 @@ pub struct AppInner {
     pub store: Store,
     pub verifier: Arc<Verifier>,
     pub acl: Acl,
+    /// Memberships, devices, invitations and the quarantine (blocking calls).
+    pub identity: Arc<IdentityStore>,
+    /// Which device each automerge actor id belongs to.
+    pub bindings: Arc<ActorBindings>,
+    /// Revocations, for the live connections to close within a second.
+    pub revocations: broadcast::Sender<Revocation>,
     pub docs: Docs,
     pub metrics: Arc<Metrics>,
     /// The hash-chained audit log of security events (`audit`).
@@ -51,6 +58,16 @@ impl FromRef<AppState> for Arc<Verifier> {
     fn from_ref(state: &AppState) -> Self {
         state.inner.verifier.clone()
     }
+}
+
+/// A revocation that live connections must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Every connection of this device closes.
+    Device { user: String, device: String },
+    /// Every connection of this user that has the case open closes (it
+    /// reconnects in quarantine for that case).
+    Member { user: String, case: DocumentId },
 }
 
 /// Why the server could not start.
@@ -112,12 +129,23 @@ impl AppState {
                 .map_err(|e| StartError::Other(e.to_string()))?
                 .map_err(|e| StartError::Other(format!("audit log: {e}")))?
         };
-        let acl = {
+        let db_path = config.data_dir.join(crate::store::DB_FILE_NAME);
+        let (acl, identity, bindings) = {
             let storage = store.storage().clone();
-            tokio::task::spawn_blocking(move || Acl::load(storage.as_ref()))
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))??
+            let db_path = db_path.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+                let identity =
+                    IdentityStore::open(&db_path).map_err(|e| StartError::Other(e.to_string()))?;
+                let acl = Acl::load(storage.as_ref(), &identity)
+                    .map_err(|e| StartError::Other(e.to_string()))?;
+                let bindings =
+                    ActorBindings::load(&identity).map_err(|e| StartError::Other(e.to_string()))?;
+                Ok((acl, Arc::new(identity), Arc::new(bindings)))
+            })
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))??
         };
+        let (revocations, _) = broadcast::channel(256);
         let metrics = Arc::new(Metrics::default());
         let docs = Docs::new(
             store.clone(),
@@ -127,6 +155,10 @@ impl AppState {
                 ..DocsConfig::default()
             },
             metrics.clone(),
+            DocsHooks {
+                bindings: bindings.clone(),
+                identity: identity.clone(),
+            },
         );
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Self {
@@ -135,6 +167,9 @@ impl AppState {
                 store,
                 verifier,
                 acl,
+                identity,
+                bindings,
+                revocations,
                 docs,
                 metrics,
                 audit,
@@ -214,6 +249,49 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/cases", post(api::create_case).get(api::list_cases))
         .route("/api/cases/{id}", get(api::get_case))
+        .route(
+            "/api/cases/{id}/invitations",
+            post(members_api::create_invitation).get(members_api::list_invitations),
+        )
+        .route(
+            "/api/cases/{id}/invitations/{invitation}",
+            delete(members_api::revoke_invitation),
+        )
+        .route(
+            "/api/invitations/{code}/accept",
+            post(members_api::accept_invitation),
+        )
+        .route("/api/cases/{id}/members", get(members_api::list_members))
+        .route(
+            "/api/cases/{id}/members/{user}",
+            delete(members_api::revoke_member),
+        )
+        .route(
+            "/api/cases/{id}/coordinators/{user}",
+            put(members_api::assign_coordinator).delete(members_api::remove_coordinator),
+        )
+        .route("/api/devices", get(members_api::list_devices))
+        .route(
+            "/api/devices/{device}",
+            delete(members_api::revoke_own_device),
+        )
+        .route(
+            "/api/users/{user}/devices/{device}",
+            delete(members_api::revoke_user_device),
+        )
+        .route(
+            "/api/cases/{id}/quarantine",
+            get(members_api::list_quarantine),
+        )
+        .route(
+            "/api/cases/{id}/quarantine/accept",
+            post(members_api::accept_quarantined),
+        )
+        .route(
+            "/api/cases/{id}/quarantine/discard",
+            post(members_api::discard_quarantined),
+        )
+        .route("/api/audit", get(crate::audit_api::list_audit))
         .with_state(state)
 }
 

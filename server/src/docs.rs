@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::FutureExt;
 use sync_core::engine::{Access, DocSync, PersistRequest};
 use sync_core::guard::{self, Limits};
@@ -20,8 +20,18 @@ use sync_core::ids::{DocumentId, PeerId};
 use sync_core::protocol::encode_head;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::identity::{ActorBindings, IdentityStore, NewQuarantined};
 use crate::metrics::Metrics;
 use crate::store::{ChangeRecord, Store, WriteBatch, WriteOp};
+
+/// What the document actors need from the identity side.
+#[derive(Debug, Clone)]
+pub struct DocsHooks {
+    /// Actor binding: refuse changes signed with another device's actor id.
+    pub bindings: Arc<ActorBindings>,
+    /// Where quarantined changes go.
+    pub identity: Arc<IdentityStore>,
+}
 
 /// Why an actor stopped when it was idle (and the close reason its
 /// sessions would get, though an idle actor has none).
@@ -75,8 +85,21 @@ pub struct PeerHandle {
     pub sync_key: String,
     pub provenance: Provenance,
     pub access: Access,
+    /// A revoked member or device: nothing new is sent to it, and what it
+    /// sends is quarantined instead of merged.
+    pub quarantine: bool,
     pub wants_heads: bool,
     pub tx: mpsc::Sender<Outbound>,
+}
+
+/// A quarantined connection's private sync session: a fork of the
+/// document at the heads the device had acknowledged before, so it learns
+/// nothing new, and whatever it sends lands here and in the quarantine
+/// table, never in the document.
+#[derive(Debug)]
+struct QuarantinePeer {
+    peer: PeerHandle,
+    sync: DocSync,
 }
 
 #[derive(Debug)]
@@ -108,6 +131,18 @@ enum Cmd {
     },
     Read {
         reply: oneshot::Sender<Automerge>,
+    },
+    /// Quarantined changes of a connection were stored (or not).
+    Quarantined {
+        conn_id: u64,
+        token: u64,
+        ok: bool,
+    },
+    /// A coordinator accepted quarantined changes: merge them, each with
+    /// the provenance of the device that sent it.
+    Merge {
+        changes: Vec<(Vec<u8>, Provenance, i64)>,
+        reply: oneshot::Sender<Result<usize, String>>,
     },
 }
 
@@ -160,6 +195,7 @@ struct DocsInner {
     store: Store,
     config: DocsConfig,
     metrics: Arc<Metrics>,
+    hooks: DocsHooks,
 }
 
 /// Why a document could not be used.
@@ -174,7 +210,7 @@ pub enum DocError {
 }
 
 impl Docs {
-    pub fn new(store: Store, config: DocsConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Store, config: DocsConfig, metrics: Arc<Metrics>, hooks: DocsHooks) -> Self {
         Self {
             inner: Arc::new(DocsInner {
                 loaded: Mutex::new(HashMap::new()),
@@ -182,6 +218,7 @@ impl Docs {
                 store,
                 config,
                 metrics,
+                hooks,
             }),
         }
     }
@@ -265,6 +302,8 @@ impl Docs {
             since_snapshot: tail,
             snapshot_covers,
             snapshot_every: self.inner.config.snapshot_every,
+            hooks: self.inner.hooks.clone(),
+            quarantined: HashMap::new(),
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -432,6 +471,20 @@ impl Docs {
         let _ = self.deliver(doc, Cmd::Close { conn_id }, false).await;
     }
 
+    /// Merges changes a coordinator accepted from the quarantine, each
+    /// persisted with the provenance of the device that sent it. Returns
+    /// how many changes the document gained, or why automerge's guards
+    /// refused one.
+    pub async fn merge(
+        &self,
+        doc: DocumentId,
+        changes: Vec<(Vec<u8>, Provenance, i64)>,
+    ) -> Result<Result<usize, String>, DocError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(doc, Cmd::Merge { changes, reply }).await?;
+        rx.await.map_err(|_| DocError::Stopped)
+    }
+
     /// A copy of the current document.
     pub async fn read(&self, doc: DocumentId) -> Result<Automerge, DocError> {
         let (reply, rx) = oneshot::channel();
@@ -459,6 +512,9 @@ struct Actor {
     since_snapshot: usize,
     snapshot_covers: Option<i64>,
     snapshot_every: usize,
+    hooks: DocsHooks,
+    /// Connections in quarantine, by connection id.
+    quarantined: HashMap<u64, QuarantinePeer>,
 }
 
 type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
@@ -480,7 +536,10 @@ impl Actor {
     ) -> &'static str {
         let mut reason = UNLOADED;
         loop {
-            let cmd = if self.peers.is_empty() && self.pending.is_empty() {
+            let cmd = if self.peers.is_empty()
+                && self.pending.is_empty()
+                && self.quarantined.is_empty()
+            {
                 match tokio::time::timeout(idle, rx.recv()).await {
                     Ok(Some(cmd)) => cmd,
                     Ok(None) => break,
@@ -556,6 +615,10 @@ impl Actor {
                     .await
                     .ok()
                     .flatten();
+                if peer.quarantine {
+                    self.open_quarantined(peer, saved.as_deref());
+                    return;
+                }
                 let read_only = peer.access == Access::Read;
                 // A reconnect of the same peer replaces its old session.
                 if self.sync.has_peer(&peer.peer) {
@@ -582,11 +645,26 @@ impl Actor {
                 data,
                 received_at_ms,
             } => {
+                if self.quarantined.contains_key(&conn_id) {
+                    self.sync_quarantined(conn_id, &data, received_at_ms);
+                    return;
+                }
                 let Some(peer) = self.peers.get(&conn_id) else {
                     return;
                 };
                 let peer_id = peer.peer.clone();
                 let provenance = peer.provenance.clone();
+                if peer.access == Access::Write {
+                    if let Err(reason) = self.check_actor_binding(&data, &provenance) {
+                        self.metrics.rejected_inputs.inc();
+                        tracing::warn!(document = %self.id, peer = %peer_id, "{reason}");
+                        if let Some(p) = self.remove_conn(conn_id) {
+                            self.sync.remove_peer(&p.peer);
+                            let _ = p.tx.try_send(Outbound::Refused { reason });
+                        }
+                        return;
+                    }
+                }
                 match self.sync.handle_sync(&peer_id, &data) {
                     Ok(()) => {}
                     Err(e) => {
@@ -634,6 +712,12 @@ impl Actor {
                 }
             }
             Cmd::Close { conn_id } => {
+                if self.quarantined.remove(&conn_id).is_some() {
+                    if let Ok(mut subs) = self.subscribers.lock() {
+                        subs.remove(&conn_id);
+                    }
+                    return;
+                }
                 if let Some(p) = self.remove_conn(conn_id) {
                     if let Some(state) = self.sync.remove_peer(&p.peer) {
                         // Through the same ordered writer as the changes, so a
@@ -664,6 +748,166 @@ impl Actor {
             Cmd::Read { reply } => {
                 let _ = reply.send(self.sync.doc().clone());
             }
+            Cmd::Quarantined { conn_id, token, ok } => {
+                if let Some(q) = self.quarantined.get_mut(&conn_id) {
+                    if ok {
+                        q.sync.handle_persisted(token);
+                    } else {
+                        q.sync.handle_persist_failed(token);
+                    }
+                }
+            }
+            Cmd::Merge { changes, reply } => {
+                let limits = self.sync.limits().clone();
+                let mut merged = 0;
+                for (bytes, provenance, received_at_ms) in changes {
+                    let result = self
+                        .sync
+                        .edit(|doc| guard::load_changes(doc, &bytes, &limits));
+                    if let Err(e) = result {
+                        let _ = reply.send(Err(e.to_string()));
+                        return;
+                    }
+                    for req in self.sync.take_persist_requests() {
+                        merged += req.changes.len();
+                        self.persist(req, &provenance, received_at_ms);
+                    }
+                }
+                let _ = reply.send(Ok(merged));
+            }
+        }
+    }
+
+    /// Refuses a sync message that carries a new change signed with an
+    /// actor id bound to another device (DESIGN.md section 6): without
+    /// this, a member could forge history in another relative's name and
+    /// block that relative's phone with a duplicate seq. Unbound actors are
+    /// bound to the delivering device here, before automerge applies them.
+    fn check_actor_binding(&self, data: &[u8], who: &Provenance) -> Result<(), String> {
+        let limits = self.sync.limits();
+        // A malformed message is refused by `handle_sync` with its own error.
+        let Ok(authors) = guard::sync_message_authors(data, limits) else {
+            return Ok(());
+        };
+        let mut actors = authors.change_actors;
+        if authors.document_chunks > 0 {
+            actors.extend(self.new_actors_in_documents(data)?);
+        }
+        actors.sort();
+        actors.dedup();
+        self.hooks
+            .bindings
+            .claim(&actors, &who.user, &who.device)
+            .map_err(|_| {
+                "refused: a change is signed with an actor id that belongs to another device"
+                    .to_owned()
+            })
+    }
+
+    /// The authors of the changes inside the document chunks of a sync
+    /// message that this document does not have yet.
+    fn new_actors_in_documents(&self, data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let limits = self.sync.limits();
+        let message = guard::catch_automerge(|| automerge::sync::Message::decode(data))
+            .map_err(|e| format!("refused: {e}"))?
+            .map_err(|e| format!("refused: {e}"))?;
+        let mut actors = Vec::new();
+        for chunk in message.changes.iter() {
+            // Byte 8 is the chunk type; 0 is a document.
+            if chunk.get(8) != Some(&0) {
+                continue;
+            }
+            let scratch =
+                guard::load_document(chunk, limits).map_err(|e| format!("refused: {e}"))?;
+            for change in scratch.get_changes(&[]) {
+                if self.sync.doc().get_change_by_hash(&change.hash()).is_none() {
+                    actors.push(change.actor_id().to_bytes().to_vec());
+                }
+            }
+        }
+        Ok(actors)
+    }
+
+    /// Starts a quarantined connection's private session (see
+    /// [`QuarantinePeer`]).
+    fn open_quarantined(&mut self, peer: PeerHandle, saved: Option<&[u8]>) {
+        let limits = self.sync.limits().clone();
+        let shared = saved
+            .and_then(|s| guard::decode_sync_state(s, &limits).ok())
+            .map(|state| state.shared_heads)
+            .unwrap_or_default();
+        let fork = if shared.is_empty() {
+            Automerge::new()
+        } else {
+            guard::catch_automerge(|| self.sync.doc().fork_at(&shared))
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_else(Automerge::new)
+        };
+        let mut sync = DocSync::new(fork, limits);
+        sync.add_peer(peer.peer.clone(), saved, false);
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.insert(peer.conn_id, peer.tx.clone());
+        }
+        self.quarantined
+            .insert(peer.conn_id, QuarantinePeer { peer, sync });
+    }
+
+    /// A sync message from a quarantined connection: applied to its private
+    /// fork; the changes the document does not have go to the quarantine.
+    fn sync_quarantined(&mut self, conn_id: u64, data: &[u8], received_at_ms: i64) {
+        let Some(q) = self.quarantined.get_mut(&conn_id) else {
+            return;
+        };
+        if let Err(e) = q.sync.handle_sync(&q.peer.peer, data) {
+            self.metrics.rejected_inputs.inc();
+            if let Some(q) = self.quarantined.remove(&conn_id) {
+                let _ = q.peer.tx.try_send(Outbound::Refused {
+                    reason: format!("refused: {e}"),
+                });
+            }
+            return;
+        }
+        for req in q.sync.take_persist_requests() {
+            let held: Vec<NewQuarantined> = req
+                .changes
+                .iter()
+                .filter(|c| self.sync.doc().get_change_by_hash(&c.hash()).is_none())
+                .map(|c| NewQuarantined {
+                    doc: self.id,
+                    hash: c.hash().0,
+                    bytes: c.raw_bytes().to_vec(),
+                    actor: c.actor_id().to_bytes().to_vec(),
+                    user: q.peer.provenance.user.clone(),
+                    device: q.peer.provenance.device.clone(),
+                    received_at_ms,
+                    reason: "revoked",
+                })
+                .collect();
+            let identity = self.hooks.identity.clone();
+            let tx = self.self_tx.clone();
+            let token = req.token;
+            let doc = self.id;
+            tokio::spawn(async move {
+                let n = held.len();
+                let ok = tokio::task::spawn_blocking(move || identity.quarantine(&held))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                match &ok {
+                    Ok(added) => {
+                        tracing::info!(document = %doc, changes = n, new = added, "changes quarantined")
+                    }
+                    Err(e) => tracing::error!(document = %doc, error = %e, "quarantine failed"),
+                }
+                let _ = tx
+                    .send(Cmd::Quarantined {
+                        conn_id,
+                        token,
+                        ok: ok.is_ok(),
+                    })
+                    .await;
+            });
         }
     }
 
@@ -712,6 +956,14 @@ impl Actor {
     /// Sends what the gate lets out: sync messages, and durable heads to the
     /// peers that subscribed to them.
     fn route(&mut self) {
+        for q in self.quarantined.values_mut() {
+            for (_, data) in q.sync.poll_outgoing() {
+                let _ = q.peer.tx.try_send(Outbound::Sync {
+                    document: self.id,
+                    data,
+                });
+            }
+        }
         let by_peer: HashMap<PeerId, u64> = self
             .peers
             .iter()

@@ -14,6 +14,12 @@ pub enum AppError {
     NotFound,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The caller may see the object but not do this to it.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// An invitation that was valid once: expired, revoked or used.
+    #[error("gone: {0}")]
+    Gone(&'static str),
     #[error("invalid JSON body")]
     BadJson(String),
     #[error("internal error: {0}")]
@@ -51,6 +57,8 @@ impl AppError {
             AppError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", *m),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", *m),
+            AppError::Gone(m) => (StatusCode::GONE, "gone", *m),
             AppError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "invalid JSON body"),
             AppError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

@@ -25,9 +25,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sync_core::ids::PeerId;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{broadcast, mpsc, Mutex};
 
-use crate::app::AppState;
+use crate::app::{AppState, Revocation};
 use crate::auth::{AuthRejection, Authenticated};
 use crate::docs::Outbound;
 use crate::error::AppError;
@@ -46,7 +46,31 @@ const MAX_FRAMES: usize = 1024;
 struct HttpSession {
     conn: Conn,
     out_rx: mpsc::Receiver<Outbound>,
+    /// Revocations since the session began; a hit ends the session.
+    revocations: broadcast::Receiver<Revocation>,
     last_used: Instant,
+}
+
+impl HttpSession {
+    /// Whether a revocation since the last request concerns this session.
+    fn revoked(&mut self) -> bool {
+        loop {
+            match self.revocations.try_recv() {
+                Ok(r) => {
+                    if let Flow::Close(..) = self.conn.handle_revocation(Ok(r)) {
+                        return true;
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    let lagged = Err(broadcast::error::RecvError::Lagged(n));
+                    if let Flow::Close(..) = self.conn.handle_revocation(lagged) {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 /// The live HTTP sessions, one per device.
@@ -110,6 +134,7 @@ pub async fn sync_http(
 ) -> Result<Response, AppError> {
     let auth = auth.map_err(|r| {
         state.inner.metrics.auth_failures.inc();
+        state.inner.audit.auth_failed(&r.0, "/sync/http");
         AppError::Auth(r)
     })?;
     let limits = &state.inner.config.limits;
@@ -121,22 +146,47 @@ pub async fn sync_http(
     sweep(sessions).await;
 
     let peer = auth.identity.peer_id().clone();
+    let new_session = || {
+        let (conn, out_rx) = Conn::new(state.clone(), auth.identity.clone());
+        Arc::new(Mutex::new(HttpSession {
+            conn,
+            out_rx,
+            revocations: state.inner.revocations.subscribe(),
+            last_used: Instant::now(),
+        }))
+    };
     let session = {
         let mut map = sessions
             .map
             .lock()
             .map_err(|_| AppError::Internal("session map poisoned".into()))?;
-        map.entry(peer.clone())
-            .or_insert_with(|| {
-                let (conn, out_rx) = Conn::new(state.clone(), auth.identity.clone());
-                Arc::new(Mutex::new(HttpSession {
-                    conn,
-                    out_rx,
-                    last_used: Instant::now(),
-                }))
-            })
-            .clone()
+        map.entry(peer.clone()).or_insert_with(new_session).clone()
     };
+    let mut s = session.lock().await;
+    if s.revoked() {
+        // Its standing changed: end the old session (as a socket would be
+        // closed) and answer this request from a fresh one.
+        s.conn.cleanup().await;
+        drop(s);
+        let fresh = new_session();
+        if let Ok(mut map) = sessions.map.lock() {
+            map.insert(peer.clone(), fresh.clone());
+        }
+        return Box::pin(sync_http_session(state.clone(), fresh, peer, query, frames)).await;
+    }
+    drop(s);
+    sync_http_session(state.clone(), session, peer, query, frames).await
+}
+
+/// One request's frames through the device's session.
+async fn sync_http_session(
+    state: AppState,
+    session: Arc<Mutex<HttpSession>>,
+    peer: PeerId,
+    query: SyncQuery,
+    frames: Vec<&[u8]>,
+) -> Result<Response, AppError> {
+    let sessions = &state.inner.http_sessions;
     let mut s = session.lock().await;
     s.last_used = Instant::now();
     let mut closed = false;
@@ -160,8 +210,17 @@ pub async fn sync_http(
             GRACE
         };
         let mut deadline = tokio::time::Instant::now() + first;
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, s.out_rx.recv()).await {
-            if let Flow::Close(..) = s.conn.handle_outbound(msg) {
+        loop {
+            let s = &mut *s;
+            let flow = tokio::select! {
+                msg = tokio::time::timeout_at(deadline, s.out_rx.recv()) => match msg {
+                    Ok(Some(msg)) => s.conn.handle_outbound(msg),
+                    _ => break,
+                },
+                // A revocation ends a long poll at once.
+                r = s.revocations.recv() => s.conn.handle_revocation(r),
+            };
+            if let Flow::Close(..) = flow {
                 closed = true;
             }
             while let Some(f) = s.conn.poll_transmit() {

@@ -18,8 +18,8 @@ use sync_core::engine::{ServerSession, SessionEvent};
 use sync_core::ids::DocumentId;
 use tokio::sync::mpsc;
 
-use crate::acl::UserPolicy;
-use crate::app::AppState;
+use crate::acl::{Mode, Principal, UserPolicy};
+use crate::app::{AppState, Revocation};
 use crate::auth::{self, AuthRejection, Authenticated, Identity, WS_PROTOCOL};
 use crate::docs::{Outbound, PeerHandle, Provenance};
 
@@ -39,6 +39,7 @@ pub async fn sync_socket(
         Ok(a) => a,
         Err(rejection) => {
             state.inner.metrics.auth_failures.inc();
+            state.inner.audit.auth_failed(&rejection.0, "/sync");
             return rejection.into_response();
         }
     };
@@ -61,6 +62,16 @@ async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
     let inner = &state.inner;
     inner.metrics.connections.inc();
     inner.metrics.connections_total.inc();
+    {
+        let store = inner.identity.clone();
+        let (user, device) = (identity.user().to_string(), identity.device().to_string());
+        let now = now_ms();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch_device(&user, &device, now) {
+                tracing::warn!(error = %e, "device not recorded");
+            }
+        });
+    }
     let (mut conn, out_rx) = Conn::new(state.clone(), identity);
     let conn_id = conn.conn_id;
     let close = conn.run(socket, out_rx).await;
@@ -126,6 +137,7 @@ impl Conn {
         );
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
+        let mut revocations = self.state.inner.revocations.subscribe();
 
         loop {
             let flow = tokio::select! {
@@ -166,6 +178,7 @@ impl Conn {
                     Flow::Close(CLOSE_POLICY, "token expired".into())
                 }
                 _ = shutdown.changed() => Flow::Close(CLOSE_AWAY, "server shutting down".into()),
+                revocation = revocations.recv() => self.handle_revocation(revocation),
             };
             while let Some(frame) = self.session.poll_transmit() {
                 if sink.send(Message::Binary(frame.into())).await.is_err() {
@@ -201,7 +214,7 @@ impl Conn {
         let inner = self.state.inner.clone();
         let policy = UserPolicy {
             acl: &inner.acl,
-            user: self.identity.user().as_str(),
+            principal: Principal::of(&self.identity),
         };
         let events = match self.session.handle_frame(frame, &policy) {
             Ok(events) => events,
@@ -240,6 +253,8 @@ impl Conn {
                                 device: self.identity.device().to_string(),
                             },
                             access,
+                            quarantine: inner.acl.mode(&Principal::of(&self.identity), &document)
+                                == Mode::Quarantine,
                             wants_heads: self.session.wants_server_heads(),
                             tx,
                         };
@@ -292,6 +307,48 @@ impl Conn {
             }
         }
         Flow::Continue
+    }
+
+    /// A revocation somewhere: close if it concerns this device, or this
+    /// user and a case open here. The device may reconnect; it then gets
+    /// only what its new standing allows (quarantine for the case).
+    pub(crate) fn handle_revocation(
+        &mut self,
+        revocation: Result<Revocation, tokio::sync::broadcast::error::RecvError>,
+    ) -> Flow {
+        let user = self.identity.user().as_str();
+        let device = self.identity.device().as_str();
+        let hit = match revocation {
+            Ok(Revocation::Device { user: u, device: d }) => u == user && d == device,
+            Ok(Revocation::Member { user: u, case }) => {
+                u == user
+                    && (self.open.contains(&case)
+                        || self
+                            .state
+                            .inner
+                            .acl
+                            .coordination_of(&case)
+                            .is_some_and(|c| self.open.contains(&c)))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: look at our own standing instead.
+                let acl = &self.state.inner.acl;
+                acl.is_device_revoked(user, device)
+                    || self.open.iter().any(|doc| {
+                        !matches!(
+                            acl.mode(&Principal::of(&self.identity), doc),
+                            Mode::Read | Mode::Write
+                        )
+                    })
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+        };
+        if hit {
+            self.session.close_with_error("access revoked");
+            Flow::Close(CLOSE_POLICY, "access revoked".into())
+        } else {
+            Flow::Continue
+        }
     }
 
     pub(crate) fn handle_outbound(&mut self, out: Outbound) -> Flow {

@@ -58,6 +58,8 @@ pub enum AuthError {
     // -- after verification --
     #[error("announced peer id does not match the authenticated user and device")]
     PeerIdMismatch,
+    #[error("the token's device was revoked")]
+    DeviceRevoked,
 }
 
 impl AuthError {
@@ -74,6 +76,7 @@ impl AuthError {
                 "token not valid yet; check the device clock"
             }
             AuthError::PeerIdMismatch => "peer id does not match the token",
+            AuthError::DeviceRevoked => "this device was revoked; sign in again on a new device",
             AuthError::TokenTooLarge { .. }
             | AuthError::MalformedToken
             | AuthError::AlgorithmMismatch

@@ -31,7 +31,7 @@ use sync_core::ids::DocumentId;
 pub use committer::{CommitReceipt, Store, StoreConfig};
 pub use error::StoreError;
 pub use metrics::{CommitMetrics, CommitMetricsSnapshot, Histogram, HistogramSnapshot};
-pub use sqlite::{SqliteConfig, SqliteStorage};
+pub use sqlite::{SqliteConfig, SqliteStorage, DB_FILE_NAME};
 
 /// A position in the change log. Log seqs are assigned by the store, increase
 /// with commit order across all documents, and are never reused.
