@@ -73,6 +73,27 @@ impl Forge {
         self.sign_with(&self.key, claims)
     }
 
+    /// Signs good claims with the server's key under a header that
+    /// `adjust` changed.
+    fn sign_header(&self, adjust: impl FnOnce(&mut Header)) -> String {
+        let pem = self.key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        adjust(&mut header);
+        jsonwebtoken::encode(
+            &header,
+            &self.claims(),
+            &EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn without(&self, key: &str) -> String {
+        let mut claims = self.claims();
+        claims.as_object_mut().unwrap().remove(key);
+        self.sign(&claims)
+    }
+
     fn with(&self, key: &str, value: Value) -> String {
         let mut claims = self.claims();
         claims[key] = value;
@@ -170,7 +191,33 @@ async fn bad_tokens_are_refused_on_http_and_websocket() {
             forge.sign(&c)
         }),
         ("not a JWT", "hello".to_owned()),
+        (
+            "unknown kid",
+            forge.sign_header(|h| h.kid = Some("rotated-away".into())),
+        ),
+        ("no kid", forge.sign_header(|h| h.kid = None)),
+        (
+            "jku pointing at an attacker's keys",
+            forge.sign_header(|h| h.jku = Some("https://evil.example/jwks.json".into())),
+        ),
+        (
+            "x5u pointing at an attacker's certificate",
+            forge.sign_header(|h| h.x5u = Some("https://evil.example/cert.pem".into())),
+        ),
+        ("nbf in the future", forge.with("nbf", json!(now + 3600))),
+        ("nbf as a string", forge.with("nbf", json!(now.to_string()))),
+        ("no aud", forge.without("aud")),
+        ("no iss", forge.without("iss")),
+        ("no sub", forge.without("sub")),
+        ("empty sub", forge.with("sub", json!(""))),
+        ("sub not a string", forge.with("sub", json!(42))),
+        ("signature stripped", {
+            let cut = good.rfind('.').unwrap();
+            good[..=cut].to_owned()
+        }),
+        ("unknown role", forge.with("role", json!("superuser"))),
     ];
+    assert!(bad.len() >= 20, "at least 20 crafted bad tokens");
     let failures_before = api.metric("casesync_auth_failures_total").await.unwrap();
     let mut refusals = 0.0;
     for (what, token) in &bad {
