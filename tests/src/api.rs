@@ -222,4 +222,80 @@ impl Api {
         let text = resp.text().await?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
+
+    /// Any request with an optional bearer token and JSON body: the status
+    /// and the body as JSON (`null` when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), HarnessError> {
+        let mut req = self.request(method, path);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// `POST /api/cases/{id}/invitations`: (invitation id, code).
+    pub async fn invite(
+        &self,
+        token: &str,
+        case: &DocumentId,
+        body: Value,
+    ) -> Result<(String, String), HarnessError> {
+        let path = format!("/api/cases/{}/invitations", case.to_url());
+        let (status, body) = self
+            .call(reqwest::Method::POST, &path, Some(token), Some(body))
+            .await?;
+        if status != 201 {
+            return Err(HarnessError::Status {
+                what: format!("POST {path}"),
+                status,
+                body: body.to_string(),
+            });
+        }
+        let field = |name: &str| {
+            body.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| HarnessError::Unexpected(format!("no {name} in {body}")))
+        };
+        Ok((field("id")?, field("code")?))
+    }
+
+    /// `POST /api/invitations/{code}/accept`: the status.
+    pub async fn accept(&self, token: &str, code: &str) -> Result<u16, HarnessError> {
+        let path = format!("/api/invitations/{code}/accept");
+        Ok(self
+            .call(reqwest::Method::POST, &path, Some(token), None)
+            .await?
+            .0)
+    }
+
+    /// Invites and accepts in one step: `member` joins `case`.
+    pub async fn join_case(
+        &self,
+        inviter: &str,
+        member: &str,
+        case: &DocumentId,
+    ) -> Result<(), HarnessError> {
+        let (_, code) = self.invite(inviter, case, json!({})).await?;
+        match self.accept(member, &code).await? {
+            200 => Ok(()),
+            status => Err(HarnessError::Status {
+                what: "accept invitation".into(),
+                status,
+                body: String::new(),
+            }),
+        }
+    }
 }
