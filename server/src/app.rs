@@ -158,6 +158,7 @@ impl AppState {
             DocsHooks {
                 bindings: bindings.clone(),
                 identity: identity.clone(),
+                audit: audit.clone(),
             },
         );
         let (shutdown_tx, shutdown) = watch::channel(false);

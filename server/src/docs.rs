@@ -31,6 +31,8 @@ pub struct DocsHooks {
     pub bindings: Arc<ActorBindings>,
     /// Where quarantined changes go.
     pub identity: Arc<IdentityStore>,
+    /// Refused actors and quarantined changes are security events.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Why an actor stopped when it was idle (and the close reason its
@@ -658,6 +660,15 @@ impl Actor {
                     if let Err(reason) = self.check_actor_binding(&data, &provenance) {
                         self.metrics.rejected_inputs.inc();
                         tracing::warn!(document = %self.id, peer = %peer_id, "{reason}");
+                        let audit = self.hooks.audit.clone();
+                        let event =
+                            crate::audit::AuditEvent::new(crate::audit::AuditKind::ActorRefused)
+                                .doc(self.id)
+                                .detail(serde_json::json!({
+                                    "user": provenance.user,
+                                    "device": provenance.device,
+                                }));
+                        tokio::spawn(async move { audit.record(event).await });
                         if let Some(p) = self.remove_conn(conn_id) {
                             self.sync.remove_peer(&p.peer);
                             let _ = p.tx.try_send(Outbound::Refused { reason });
@@ -885,11 +896,24 @@ impl Actor {
                 })
                 .collect();
             let identity = self.hooks.identity.clone();
+            let audit = self.hooks.audit.clone();
             let tx = self.self_tx.clone();
             let token = req.token;
             let doc = self.id;
+            let who = q.peer.provenance.clone();
             tokio::spawn(async move {
                 let n = held.len();
+                audit
+                    .record(
+                        crate::audit::AuditEvent::new(crate::audit::AuditKind::ChangesQuarantined)
+                            .doc(doc)
+                            .detail(serde_json::json!({
+                                "user": who.user,
+                                "device": who.device,
+                                "changes": n,
+                            })),
+                    )
+                    .await;
                 let ok = tokio::task::spawn_blocking(move || identity.quarantine(&held))
                     .await
                     .map_err(|e| e.to_string())

@@ -112,6 +112,8 @@ fn valid_device(device: &str) -> Result<(), AppError> {
 #[serde(deny_unknown_fields)]
 struct InvitationBody {
     expires_in_hours: Option<u64>,
+    /// Finer than hours, for a code read out over the phone.
+    expires_in_secs: Option<u64>,
 }
 
 /// `POST /api/cases/{id}/invitations`: a single-use, expiring invitation
@@ -126,14 +128,24 @@ pub async fn create_invitation(
     let auth = authenticated(&state, auth)?;
     let case = case_for(&state, &auth, &id)?;
     let body: InvitationBody = parse_json(&body)?;
-    let hours = body.expires_in_hours.unwrap_or(DEFAULT_INVITATION_HOURS);
-    if hours == 0 || hours > MAX_INVITATION_HOURS {
+    let secs = match (body.expires_in_secs, body.expires_in_hours) {
+        (Some(secs), None) => secs,
+        (None, hours) => hours
+            .unwrap_or(DEFAULT_INVITATION_HOURS)
+            .saturating_mul(3600),
+        (Some(_), Some(_)) => {
+            return Err(AppError::BadRequest(
+                "give expires_in_secs or expires_in_hours, not both",
+            ))
+        }
+    };
+    if secs == 0 || secs > MAX_INVITATION_HOURS * 3600 {
         return Err(AppError::BadRequest(
-            "expires_in_hours must be between 1 and 720",
+            "an invitation lasts from one second to 30 days",
         ));
     }
     let now = now_ms();
-    let expires_at_ms = now.saturating_add(i64::try_from(hours).unwrap_or(0) * 3_600_000);
+    let expires_at_ms = now.saturating_add(i64::try_from(secs).unwrap_or(0) * 1000);
     let inv_id = random_token(9)?;
     let code = random_token(18)?;
     let by = auth.identity.user().to_string();
