@@ -555,10 +555,7 @@ pub fn auth_error_reason(error: &AuthError) -> &'static str {
         AuthError::WrongAudience => "wrong_audience",
         AuthError::WrongIssuer => "wrong_issuer",
         AuthError::PeerIdMismatch => "peer_id_mismatch",
-        // A reason added to `AuthError` later is recorded as "other" until
-        // it is named here.
-        #[allow(unreachable_patterns)]
-        _ => "other",
+        AuthError::DeviceRevoked => "device_revoked",
     }
 }
 
