@@ -56,9 +56,8 @@ use sync_core::ids::DocumentId;
 
 use crate::auth::{AuthError, Identity};
 
-/// The database file inside the data directory: the store's
-/// (`store::sqlite::DB_FILE_NAME`, which the store module does not export).
-pub const DB_FILE_NAME: &str = "casesync.db";
+/// The database file inside the data directory: the store's.
+pub use crate::store::DB_FILE_NAME;
 
 /// The audit log's database file for a data directory.
 pub fn db_path(data_dir: &Path) -> PathBuf {
