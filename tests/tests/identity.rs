@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, ReadDoc};
+use automerge::ActorId;
 use casesync_tests::{wait, Api, ServerOptions, TestDevice, TestServer, TokenRequest};
 use common::{splice, PATIENCE};
 use serde_json::{json, Value};
@@ -152,7 +152,10 @@ async fn invitations_are_single_use_expiring_and_revocable() {
     let list = list["invitations"].as_array().unwrap().clone();
     assert_eq!(list.len(), 3);
     assert_eq!(list.iter().filter(|i| i["used_by"] == "ivan").count(), 1);
-    assert_eq!(list.iter().filter(|i| i["revoked_at_ms"].is_i64()).count(), 1);
+    assert_eq!(
+        list.iter().filter(|i| i["revoked_at_ms"].is_i64()).count(),
+        1
+    );
     assert!(list.iter().all(|i| i.get("code").is_none()));
 
     // Step 8: the audit log recorded the invitations and the refusals.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod forge;
+
 use std::time::Duration;
 
 use sync_core::model::{Collection, Edit, Field, FieldValue, ItemField, ItemId, ItemRef, Register};
