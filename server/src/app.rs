@@ -40,6 +40,9 @@ pub struct AppInner {
     pub bindings: Arc<ActorBindings>,
     /// Revocations, for the live connections to close within a second.
     pub revocations: broadcast::Sender<Revocation>,
+    /// Messages and bytes per user (and the factory of per-connection
+    /// limits).
+    pub rate_limits: crate::ratelimit::UserLimits,
     pub docs: Docs,
     pub metrics: Arc<Metrics>,
     /// The hash-chained audit log of security events (`audit`).
@@ -146,6 +149,7 @@ impl AppState {
             .map_err(|e| StartError::Other(e.to_string()))??
         };
         let (revocations, _) = broadcast::channel(256);
+        let (rate, max_frame_bytes) = (config.rate, config.limits.max_frame_bytes);
         let metrics = Arc::new(Metrics::default());
         let docs = Docs::new(
             store.clone(),
@@ -171,6 +175,7 @@ impl AppState {
                 identity,
                 bindings,
                 revocations,
+                rate_limits: crate::ratelimit::UserLimits::new(rate, max_frame_bytes),
                 docs,
                 metrics,
                 audit,

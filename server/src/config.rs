@@ -16,6 +16,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Limits on inbound bytes (frame size, CBOR, sync messages…).
     pub limits: Limits,
+    /// Messages and bytes per second, per connection and per user.
+    pub rate: crate::ratelimit::RateLimits,
     /// A document with no sessions for this long is unloaded.
     pub idle_unload: Duration,
     /// tungstenite's per-connection read buffer (its default is 128 KiB).
@@ -37,6 +39,7 @@ impl Config {
             listen,
             data_dir,
             limits: Limits::default(),
+            rate: crate::ratelimit::RateLimits::default(),
             idle_unload: Duration::from_secs(60),
             ws_read_buffer: 8 * 1024,
             ping_interval: Duration::from_secs(20),
@@ -63,6 +66,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub idle_unload_secs: Option<u64>,
     pub max_frame_bytes: Option<usize>,
+    pub rate_conn_messages_per_sec: Option<u32>,
+    pub rate_conn_bytes_per_sec: Option<u32>,
+    pub rate_user_messages_per_sec: Option<u32>,
+    pub rate_user_bytes_per_sec: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,9 @@ pub enum AppError {
     /// The caller may see the object but not do this to it.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// Over a rate limit: 429; retry later.
+    #[error("rate limited")]
+    RateLimited,
     /// An invitation that was valid once: expired, revoked or used.
     #[error("gone: {0}")]
     Gone(&'static str),
@@ -59,6 +62,11 @@ impl AppError {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", *m),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", *m),
             AppError::Gone(m) => (StatusCode::GONE, "gone", *m),
+            AppError::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; slow down and retry",
+            ),
             AppError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "invalid JSON body"),
             AppError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

@@ -191,7 +191,17 @@ async fn sync_http_session(
     s.last_used = Instant::now();
     let mut closed = false;
     for frame in frames {
-        if let Flow::Close(..) = s.conn.handle_frame(frame).await {
+        if let Flow::Close(_, reason) = s.conn.handle_frame(frame).await {
+            if reason == crate::ws::RATE_LIMITED {
+                // As a socket would be closed: the session ends, and the
+                // device hears 429 and backs off.
+                s.conn.cleanup().await;
+                drop(s);
+                if let Ok(mut map) = sessions.map.lock() {
+                    map.remove(&peer);
+                }
+                return Err(AppError::RateLimited);
+            }
             closed = true;
             break;
         }

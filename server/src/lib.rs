@@ -17,6 +17,7 @@ pub mod http_sync;
 pub mod identity;
 pub mod members_api;
 pub mod metrics;
+pub mod ratelimit;
 pub mod store;
 pub mod ws;
 

@@ -168,6 +168,28 @@ async fn run(command: Command) -> Result<(), String> {
             if let Some(m) = file.max_frame_bytes {
                 config.limits.max_frame_bytes = m;
             }
+            for (value, field) in [
+                (
+                    file.rate_conn_messages_per_sec,
+                    &mut config.rate.conn_messages_per_sec,
+                ),
+                (
+                    file.rate_conn_bytes_per_sec,
+                    &mut config.rate.conn_bytes_per_sec,
+                ),
+                (
+                    file.rate_user_messages_per_sec,
+                    &mut config.rate.user_messages_per_sec,
+                ),
+                (
+                    file.rate_user_bytes_per_sec,
+                    &mut config.rate.user_bytes_per_sec,
+                ),
+            ] {
+                if let Some(v) = value {
+                    *field = v;
+                }
+            }
             if let Some(dir) = app_dir {
                 config.app_dir = Some(dir);
             }

@@ -89,7 +89,12 @@ pub(crate) struct Conn {
     open: HashSet<DocumentId>,
     out_tx: Option<mpsc::Sender<Outbound>>,
     identity: Identity,
+    rate: crate::ratelimit::ConnLimits,
 }
+
+/// The close reason (and HTTP fallback answer) for a device over a rate
+/// limit.
+pub(crate) const RATE_LIMITED: &str = "rate limit exceeded";
 
 pub(crate) enum Flow {
     Continue,
@@ -116,6 +121,7 @@ impl Conn {
             open: HashSet::new(),
             out_tx: Some(out_tx),
             identity,
+            rate: inner.rate_limits.connection(),
         };
         (conn, out_rx)
     }
@@ -212,6 +218,27 @@ impl Conn {
 
     pub(crate) async fn handle_frame(&mut self, frame: &[u8]) -> Flow {
         let inner = self.state.inner.clone();
+        if let Err(exceeded) =
+            inner
+                .rate_limits
+                .check(&self.rate, self.identity.user().as_str(), frame.len())
+        {
+            inner.metrics.rejected_inputs.inc();
+            tracing::info!(
+                conn = self.conn_id,
+                limit = exceeded.as_str(),
+                "rate limited"
+            );
+            inner.audit.record_coalesced(
+                "rate_limited",
+                crate::audit::AuditEvent::new(crate::audit::AuditKind::RateLimited)
+                    .by(&self.identity)
+                    .detail(serde_json::json!({ "limit": exceeded.as_str() })),
+            );
+            self.session
+                .close_with_error(&format!("{RATE_LIMITED}: {}", exceeded.as_str()));
+            return Flow::Close(CLOSE_POLICY, RATE_LIMITED.into());
+        }
         let policy = UserPolicy {
             acl: &inner.acl,
             principal: Principal::of(&self.identity),

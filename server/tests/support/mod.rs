@@ -48,14 +48,27 @@ impl TestServer {
         Self::start_in(data_dir).await
     }
 
+    /// A server whose configuration `adjust` changed (limits, timeouts).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Self::start_configured(data_dir, adjust).await
+    }
+
     async fn start_in(data_dir: tempfile::TempDir) -> Self {
+        Self::start_configured(data_dir, |_| {}).await
+    }
+
+    async fn start_configured(
+        data_dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let state = AppState::open(Config::new(addr, data_dir.path().to_owned()))
-            .await
-            .expect("open server state");
+        let mut config = Config::new(addr, data_dir.path().to_owned());
+        adjust(&mut config);
+        let state = AppState::open(config).await.expect("open server state");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             serve(listener, state, async move {
