@@ -668,7 +668,9 @@ impl Actor {
                                     "user": provenance.user,
                                     "device": provenance.device,
                                 }));
-                        tokio::spawn(async move { audit.record(event).await });
+                        // Coalesced: a forger retrying in a loop must not
+                        // turn into a stream of disk writes.
+                        audit.record_coalesced("actor_refused", event);
                         if let Some(p) = self.remove_conn(conn_id) {
                             self.sync.remove_peer(&p.peer);
                             let _ = p.tx.try_send(Outbound::Refused { reason });

@@ -280,7 +280,8 @@ async fn a_member_who_copies_anothers_actor_id_is_refused_and_the_victim_syncs_o
         .iter()
         .filter(|e| e["kind"] == "actor_refused")
         .count();
-    assert!(refused >= 2, "{audit}");
+    // Refusals are coalesced per second: at least the first is a row.
+    assert!(refused >= 1, "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
