@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod guard;
+pub mod history;
 pub mod ids;
 pub mod model;
 pub mod protocol;

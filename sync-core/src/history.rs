@@ -1,0 +1,1365 @@
+//! History queries over one case or coordination document, for
+//! coordinators (DESIGN.md section 7): what a change touched, the readable
+//! difference between two points, who wrote each span of a narrative, and
+//! which change wrote a value.
+//!
+//! Everything here is pure: the caller hands in the document (a copy, read
+//! from the server's actor) and the heads to look at. Who delivered a change
+//! and when is not in the document; the server joins that in from its
+//! change log by change hash.
+//!
+//! The readable difference walks the document at both points, guided by the
+//! schema: registers show their values (`disappearance.place: 'Kharkiv
+//! Oblast' → 'near Izium'`), every concurrent value included; narratives
+//! show how many characters went in and out (`disappearance.circumstances:
+//! text edited, +84 −12 characters`, counted from automerge's patches of
+//! that text); collections show items added (`timeline: +1 item`), deleted
+//! and restored; source-id sets show the ids added and removed.
+//!
+//! Every automerge call that walks the document runs inside
+//! [`catch_automerge`]: the document was merged from devices, and a panic
+//! must become an error, not a dead server thread.
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::{
+    Automerge, Change, ChangeHash, ObjId, ObjType, Patch, PatchAction, Prop, ReadDoc, ScalarValue,
+    Value,
+};
+use serde_json::{json, Value as Json};
+
+use crate::guard::catch_automerge;
+use crate::model::{Collection, FieldKind, Section, MAX_WALK_DEPTH};
+use crate::view::scalar_json;
+
+/// Item bookkeeping keys: not fields, shown as "added", "deleted" and
+/// "restored" instead.
+const CREATED_AT: &str = "created_at";
+const CREATED_BY: &str = "created_by";
+const DELETED_AT: &str = "deleted_at";
+const DELETED_BY: &str = "deleted_by";
+
+/// The order of the root keys in a readable difference: as the case reads,
+/// not alphabetically.
+const ROOT_ORDER: &[&str] = &[
+    "kind",
+    "schema_version",
+    "created_at",
+    "created_by",
+    "coordination",
+    "case",
+    "person",
+    "military",
+    "disappearance",
+    "status_claims",
+    "sources",
+    "requests",
+    "external_refs",
+    "dna",
+    "remains",
+    "burial",
+    "timeline",
+    "attachments",
+    "links",
+    "official_status",
+    "closure",
+    "source_verification",
+    "duplicates",
+];
+
+/// Longest text shown for one register value in a readable line; longer
+/// values end with `…` (registers hold at most 4 KiB, but a line is read by
+/// a person).
+pub const MAX_SHOWN_CHARS: usize = 200;
+
+/// Why a history query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    #[error("change {hash} is not in the document")]
+    UnknownChange { hash: String },
+    #[error("automerge failed while reading the document")]
+    AutomergeFailed,
+    #[error("nothing at `{path}`")]
+    NoSuchPath { path: String },
+    #[error("`{path}` is not a narrative")]
+    NotText { path: String },
+    #[error("`{path}` has no value {op}")]
+    NoSuchValue { path: String, op: String },
+    #[error("`{path}`: {reason}")]
+    CannotResolve { path: String, reason: &'static str },
+}
+
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, HistoryError> {
+    catch_automerge(f).map_err(|_| HistoryError::AutomergeFailed)
+}
+
+/// Every hash must be a change of `doc`.
+pub fn check_heads(doc: &Automerge, heads: &[ChangeHash]) -> Result<(), HistoryError> {
+    for hash in heads {
+        if doc.get_change_meta_by_hash(hash).is_none() {
+            return Err(HistoryError::UnknownChange {
+                hash: hash.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ schema
+
+/// What a path of keys names, according to the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Root,
+    Section(Section),
+    Collection(Collection),
+    Item(Collection),
+    Field(FieldKind),
+    /// `created_at`, `created_by`, `deleted_at`, `deleted_by` of an item.
+    Bookkeeping,
+    /// Not in the schema (written by another client, or a root key).
+    Other,
+}
+
+fn is_bookkeeping(key: &str) -> bool {
+    matches!(key, CREATED_AT | CREATED_BY | DELETED_AT | DELETED_BY)
+}
+
+fn classify<S: AsRef<str>>(keys: &[S]) -> Node {
+    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+    if keys.is_empty() {
+        return Node::Root;
+    }
+    // Replies live inside each request: requests.<id>.replies.<id>.<field>.
+    if keys.len() >= 3 && keys[0] == "requests" && keys[2] == "replies" {
+        return item_node(Collection::RequestReplies, &keys[3..]);
+    }
+    for collection in Collection::ALL {
+        if collection == Collection::RequestReplies {
+            continue;
+        }
+        let path = collection.path();
+        if keys.len() >= path.len() && keys[..path.len()] == *path {
+            return item_node(collection, &keys[path.len()..]);
+        }
+    }
+    for section in Section::ALL {
+        if keys[0] != section.key() {
+            continue;
+        }
+        return match keys.len() {
+            1 => Node::Section(section),
+            2 => section
+                .field_specs()
+                .into_iter()
+                .find(|(key, _)| *key == keys[1])
+                .map_or(Node::Other, |(_, kind)| Node::Field(kind)),
+            _ => Node::Other,
+        };
+    }
+    Node::Other
+}
+
+/// `rest` is what follows a collection's path.
+fn item_node(collection: Collection, rest: &[&str]) -> Node {
+    match rest {
+        [] => Node::Collection(collection),
+        [_] => Node::Item(collection),
+        [_, key] if is_bookkeeping(key) => Node::Bookkeeping,
+        [_, key] => collection
+            .field_specs()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map_or(Node::Other, |(_, kind)| Node::Field(kind)),
+        _ => Node::Other,
+    }
+}
+
+/// Keys in reading order: the schema's order where it has one, the rest
+/// alphabetically after.
+fn ordered(node: Node, keys: BTreeSet<String>) -> Vec<String> {
+    let preferred: Vec<&str> = match node {
+        Node::Root => ROOT_ORDER.to_vec(),
+        Node::Section(section) => {
+            let mut order: Vec<&str> = section.field_specs().iter().map(|(k, _)| *k).collect();
+            for c in Collection::ALL {
+                if c.path().len() == 2 && c.path()[0] == section.key() {
+                    order.push(c.path()[1]);
+                }
+            }
+            order
+        }
+        Node::Item(collection) => collection.field_specs().iter().map(|(k, _)| *k).collect(),
+        _ => Vec::new(),
+    };
+    let mut keys: Vec<String> = keys.into_iter().collect();
+    keys.sort_by_key(|k| {
+        (
+            preferred
+                .iter()
+                .position(|p| *p == k.as_str())
+                .unwrap_or(usize::MAX),
+            k.clone(),
+        )
+    });
+    keys
+}
+
+fn prop_key(prop: &Prop) -> String {
+    match prop {
+        Prop::Map(key) => key.clone(),
+        Prop::Seq(index) => index.to_string(),
+    }
+}
+
+// ------------------------------------------------------------ ops summary
+
+/// What one change touched, for the change list. Paths are dotted keys
+/// (`disappearance.place`, `timeline.t1`), each listed once, in the order
+/// the change first touched it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpsSummary {
+    /// Number of operations in the change.
+    pub ops: usize,
+    /// Top-level keys touched: `disappearance`, `timeline`, ...
+    pub sections: Vec<String>,
+    /// Registers, narratives and source-id sets written, outside the items
+    /// this change added.
+    pub fields: Vec<String>,
+    /// Items created (`timeline.t1`).
+    pub added: Vec<String>,
+    /// Items soft-deleted.
+    pub deleted: Vec<String>,
+    /// Items restored after a soft delete.
+    pub restored: Vec<String>,
+}
+
+fn push_once(list: &mut Vec<String>, value: String) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// The path of an object of `doc` named by a change's op id. `None` when
+/// the object is not in the document.
+fn object_path(doc: &Automerge, obj: &automerge::legacy::ObjectId) -> Option<Vec<String>> {
+    let id = match obj {
+        automerge::legacy::ObjectId::Root => return Some(Vec::new()),
+        automerge::legacy::ObjectId::Id(op) => format!("{}@{}", op.counter(), op.actor()),
+    };
+    let exid = doc.import_obj(&id).ok()?;
+    let parents = doc.parents(&exid).ok()?;
+    Some(parents.path().iter().map(|(_, p)| prop_key(p)).collect())
+}
+
+/// What `change` (a change of `doc`) touched. The paths are resolved in
+/// `doc`, so they name where the objects are now.
+pub fn summarize_change(doc: &Automerge, change: &Change) -> Result<OpsSummary, HistoryError> {
+    use automerge::legacy::{Key, OpType};
+    caught(|| {
+        let expanded = change.decode();
+        let mut summary = OpsSummary {
+            ops: expanded.operations.len(),
+            ..OpsSummary::default()
+        };
+        let mut paths: HashMap<automerge::legacy::ObjectId, Option<Vec<String>>> = HashMap::new();
+        for op in &expanded.operations {
+            let path = paths
+                .entry(op.obj.clone())
+                .or_insert_with(|| object_path(doc, &op.obj))
+                .clone();
+            let Some(mut keys) = path else {
+                continue;
+            };
+            let in_sequence = match &op.key {
+                Key::Map(key) => {
+                    keys.push(key.to_string());
+                    false
+                }
+                Key::Seq(_) => true,
+            };
+            if let Some(first) = keys.first() {
+                push_once(&mut summary.sections, first.clone());
+            }
+            let node = classify(&keys);
+            match (&op.action, node) {
+                (OpType::Make(ObjType::Map | ObjType::Table), Node::Item(_)) => {
+                    push_once(&mut summary.added, keys.join("."));
+                }
+                // Containers made by the template or with an item.
+                (OpType::Make(_), _) if !in_sequence => {}
+                (OpType::Put(value), Node::Bookkeeping)
+                    if keys.last().map(String::as_str) == Some(DELETED_AT) =>
+                {
+                    let item = keys[..keys.len() - 1].join(".");
+                    if matches!(value, ScalarValue::Null) {
+                        push_once(&mut summary.restored, item);
+                    } else {
+                        push_once(&mut summary.deleted, item);
+                    }
+                }
+                (_, Node::Bookkeeping) => {}
+                _ => {
+                    // A member of a source-id set counts as the set.
+                    let set = keys.len() > 1
+                        && classify(&keys[..keys.len() - 1]) == Node::Field(FieldKind::SourceIds);
+                    if set && !in_sequence {
+                        keys.pop();
+                    }
+                    push_once(&mut summary.fields, keys.join("."));
+                }
+            }
+        }
+        // Fields of items added by this same change are part of "added".
+        let added: Vec<String> = summary.added.iter().map(|a| format!("{a}.")).collect();
+        summary
+            .fields
+            .retain(|f| !added.iter().any(|a| f.starts_with(a.as_str())));
+        summary
+    })
+}
+
+// ------------------------------------------------------- readable diff
+
+/// One line of a readable difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffLine {
+    /// The dotted path the line is about.
+    pub path: String,
+    /// The whole line, path included.
+    pub text: String,
+}
+
+/// One side of a difference: the document as it stood at `heads`.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    doc: &'a Automerge,
+    heads: &'a [ChangeHash],
+}
+
+impl<'a> Side<'a> {
+    fn keys(&self, obj: Option<&ObjId>) -> BTreeSet<String> {
+        obj.map(|o| self.doc.keys_at(o, self.heads).collect())
+            .unwrap_or_default()
+    }
+
+    fn values(&self, obj: Option<&ObjId>, key: &str) -> Vec<(Value<'a>, ObjId)> {
+        obj.and_then(|o| self.doc.get_all_at(o, key, self.heads).ok())
+            .unwrap_or_default()
+    }
+
+    fn text(&self, obj: &ObjId) -> String {
+        self.doc.text_at(obj, self.heads).unwrap_or_default()
+    }
+
+    /// The winning value's object, if it is a map.
+    fn map_of(values: &[(Value<'_>, ObjId)]) -> Option<ObjId> {
+        match values.last() {
+            Some((Value::Object(ObjType::Map | ObjType::Table), id)) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the item `obj` is soft-deleted here.
+    fn is_deleted(&self, obj: Option<&ObjId>) -> bool {
+        matches!(
+            self.values(obj, DELETED_AT).last(),
+            Some((Value::Scalar(s), _)) if !matches!(s.as_ref(), ScalarValue::Null)
+        )
+    }
+
+    /// Every concurrent value of a register, as shown in a line (`None`
+    /// for a clear).
+    fn shown(&self, values: &[(Value<'_>, ObjId)]) -> Vec<Option<String>> {
+        values
+            .iter()
+            .map(|(value, id)| match value {
+                Value::Scalar(s) => show_scalar(s),
+                Value::Object(ObjType::Text) => Some(quote(&self.text(id))),
+                Value::Object(ObjType::List) => Some("[…]".to_owned()),
+                Value::Object(_) => Some("{…}".to_owned()),
+            })
+            .collect()
+    }
+}
+
+fn quote(s: &str) -> String {
+    let mut shown: String = s.chars().take(MAX_SHOWN_CHARS).collect();
+    if s.chars().nth(MAX_SHOWN_CHARS).is_some() {
+        shown.push('…');
+    }
+    format!("'{shown}'")
+}
+
+fn show_scalar(s: &ScalarValue) -> Option<String> {
+    Some(match s {
+        ScalarValue::Null => return None,
+        ScalarValue::Str(s) => quote(s),
+        ScalarValue::Bytes(b) => format!("<{} bytes>", b.len()),
+        ScalarValue::Int(i) | ScalarValue::Timestamp(i) => i.to_string(),
+        ScalarValue::Uint(u) => u.to_string(),
+        ScalarValue::F64(f) => f.to_string(),
+        ScalarValue::Counter(c) => i64::from(c).to_string(),
+        ScalarValue::Boolean(b) => b.to_string(),
+        ScalarValue::Unknown { .. } => "<unknown value>".to_owned(),
+    })
+}
+
+/// `'a'`, `conflict between 'a' and 'b'`, `conflict between 'a', 'b' and
+/// (cleared)`.
+fn describe(values: &[Option<String>]) -> String {
+    let shown: Vec<String> = values
+        .iter()
+        .map(|v| v.clone().unwrap_or_else(|| "(cleared)".to_owned()))
+        .collect();
+    match shown.as_slice() {
+        [] => "(empty)".to_owned(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("conflict between {} and {last}", init.join(", ")),
+    }
+}
+
+/// A register's line, or `None` when it did not change.
+fn register_line(
+    path: &str,
+    before: &[Option<String>],
+    after: &[Option<String>],
+) -> Option<String> {
+    if before == after {
+        return None;
+    }
+    let unset = |v: &[Option<String>]| v.iter().all(Option::is_none);
+    Some(match (before.len(), after.len()) {
+        (_, 1) if unset(after) && !unset(before) => format!("{path}: {} cleared", describe(before)),
+        (_, 1) if unset(before) => format!("{path}: set to {}", describe(after)),
+        (_, 0) => format!("{path}: {} removed", describe(before)),
+        _ if before.is_empty() || (before.len() == 1 && unset(before)) => {
+            format!("{path}: {}", describe(after))
+        }
+        _ => format!("{path}: {} → {}", describe(before), describe(after)),
+    })
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Characters inserted and deleted in a text between the two sides, from
+/// automerge's patches of that one object.
+fn text_counts(
+    doc: &Automerge,
+    obj: &ObjId,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Option<(usize, usize)> {
+    let patches = doc.diff_obj(obj, before, after, false).ok()?;
+    let mut inserted = 0;
+    let mut deleted = 0;
+    for patch in patches {
+        match patch.action {
+            PatchAction::SpliceText { value, .. } => {
+                inserted += value.make_string().chars().count();
+            }
+            PatchAction::DeleteSeq { length, .. } => deleted += length,
+            _ => {}
+        }
+    }
+    Some((inserted, deleted))
+}
+
+/// Inserted and deleted characters between two strings when no patches
+/// apply (the text object itself changed): everything between the common
+/// prefix and suffix.
+fn trimmed_counts(before: &str, after: &str) -> (usize, usize) {
+    let b: Vec<char> = before.chars().collect();
+    let a: Vec<char> = after.chars().collect();
+    let prefix = b.iter().zip(&a).take_while(|(x, y)| x == y).count();
+    let suffix = b[prefix..]
+        .iter()
+        .rev()
+        .zip(a[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    (a.len() - prefix - suffix, b.len() - prefix - suffix)
+}
+
+struct Differ<'a> {
+    before: Side<'a>,
+    after: Side<'a>,
+    lines: Vec<DiffLine>,
+}
+
+impl Differ<'_> {
+    fn line(&mut self, keys: &[String], text: String) {
+        self.lines.push(DiffLine {
+            path: keys.join("."),
+            text,
+        });
+    }
+
+    fn map(&mut self, keys: &mut Vec<String>, before: Option<&ObjId>, after: Option<&ObjId>) {
+        if keys.len() > MAX_WALK_DEPTH {
+            return;
+        }
+        let node = classify(keys);
+        if let Node::Collection(_) = node {
+            return self.collection(keys, before, after);
+        }
+        let mut all = self.before.keys(before);
+        all.extend(self.after.keys(after));
+        for key in ordered(node, all) {
+            let b = self.before.values(before, &key);
+            let a = self.after.values(after, &key);
+            keys.push(key);
+            self.entry(keys, &b, &a);
+            keys.pop();
+        }
+    }
+
+    fn entry(
+        &mut self,
+        keys: &mut Vec<String>,
+        before: &[(Value<'_>, ObjId)],
+        after: &[(Value<'_>, ObjId)],
+    ) {
+        let node = classify(keys);
+        if node == Node::Bookkeeping {
+            return;
+        }
+        let kind = |v: &[(Value<'_>, ObjId)]| match v.last() {
+            Some((Value::Object(t), id)) => Some((*t, id.clone())),
+            _ => None,
+        };
+        let path = keys.join(".");
+        match (kind(before), kind(after)) {
+            (Some((ObjType::Text, b)), Some((ObjType::Text, a))) => {
+                let (old, new) = (self.before.text(&b), self.after.text(&a));
+                if old != new {
+                    let (ins, del) = if a == b {
+                        text_counts(self.after.doc, &a, self.before.heads, self.after.heads)
+                            .unwrap_or_else(|| trimmed_counts(&old, &new))
+                    } else {
+                        trimmed_counts(&old, &new)
+                    };
+                    self.line(
+                        keys,
+                        format!("{path}: text edited, +{ins} −{del} characters"),
+                    );
+                }
+            }
+            (None, Some((ObjType::Text, a))) if before.is_empty() => {
+                let new = self.after.text(&a);
+                if !new.is_empty() {
+                    let n = new.chars().count();
+                    self.line(keys, format!("{path}: text edited, +{n} −0 characters"));
+                }
+            }
+            (b, a)
+                if matches!(b, None | Some((ObjType::Map | ObjType::Table, _)))
+                    && matches!(a, None | Some((ObjType::Map | ObjType::Table, _)))
+                    && (b.is_some() || a.is_some()) =>
+            {
+                let (b, a) = (Side::map_of(before), Side::map_of(after));
+                if node == Node::Field(FieldKind::SourceIds) {
+                    self.source_ids(keys, b.as_ref(), a.as_ref());
+                } else {
+                    self.map(keys, b.as_ref(), a.as_ref());
+                }
+            }
+            _ => {
+                let (b, a) = (self.before.shown(before), self.after.shown(after));
+                if let Some(text) = register_line(&path, &b, &a) {
+                    self.line(keys, text);
+                }
+            }
+        }
+    }
+
+    fn source_ids(&mut self, keys: &[String], before: Option<&ObjId>, after: Option<&ObjId>) {
+        let (b, a) = (self.before.keys(before), self.after.keys(after));
+        let added: Vec<&str> = a.difference(&b).map(String::as_str).collect();
+        let removed: Vec<&str> = b.difference(&a).map(String::as_str).collect();
+        let mut parts = Vec::new();
+        if !added.is_empty() {
+            parts.push(format!("added {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            parts.push(format!("removed {}", removed.join(", ")));
+        }
+        if !parts.is_empty() {
+            let path = keys.join(".");
+            self.line(keys, format!("{path}: {}", parts.join("; ")));
+        }
+    }
+
+    fn collection(
+        &mut self,
+        keys: &mut Vec<String>,
+        before: Option<&ObjId>,
+        after: Option<&ObjId>,
+    ) {
+        let (b, a) = (self.before.keys(before), self.after.keys(after));
+        let path = keys.join(".");
+        let added = a.difference(&b).count();
+        if added > 0 {
+            self.line(keys, format!("{path}: +{}", plural(added, "item", "items")));
+        }
+        let removed = b.difference(&a).count();
+        if removed > 0 {
+            self.line(
+                keys,
+                format!("{path}: −{}", plural(removed, "item", "items")),
+            );
+        }
+        for id in b.intersection(&a) {
+            let bi = Side::map_of(&self.before.values(before, id));
+            let ai = Side::map_of(&self.after.values(after, id));
+            keys.push(id.clone());
+            let was = self.before.is_deleted(bi.as_ref());
+            let is = self.after.is_deleted(ai.as_ref());
+            let item = keys.join(".");
+            if !was && is {
+                self.line(keys, format!("{item}: deleted"));
+            } else if was && !is {
+                self.line(keys, format!("{item}: restored"));
+            }
+            self.map(keys, bi.as_ref(), ai.as_ref());
+            keys.pop();
+        }
+    }
+}
+
+/// The readable, field-by-field difference between the document at
+/// `before` and at `after` (either may be empty: before anything was
+/// written). Registers with concurrent values list them all.
+pub fn readable_diff(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Result<Vec<DiffLine>, HistoryError> {
+    check_heads(doc, before)?;
+    check_heads(doc, after)?;
+    caught(|| {
+        let mut differ = Differ {
+            before: Side { doc, heads: before },
+            after: Side { doc, heads: after },
+            lines: Vec::new(),
+        };
+        differ.map(&mut Vec::new(), Some(&ObjId::Root), Some(&ObjId::Root));
+        differ.lines
+    })
+}
+
+/// automerge's patches from `before` to `after`, as JSON in the shape
+/// automerge-js uses (`{action, path, value, ...}`, the path as keys and
+/// indexes from the root).
+pub fn patches(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Result<Json, HistoryError> {
+    check_heads(doc, before)?;
+    check_heads(doc, after)?;
+    caught(|| Json::Array(doc.diff(before, after).iter().map(patch_json).collect()))
+}
+
+fn value_json(value: &Value<'_>) -> Json {
+    match value {
+        Value::Scalar(s) => scalar_json(s),
+        Value::Object(ObjType::Text) => json!(""),
+        Value::Object(ObjType::List) => json!([]),
+        Value::Object(_) => json!({}),
+    }
+}
+
+fn patch_json(patch: &Patch) -> Json {
+    let mut path: Vec<Json> = patch
+        .path
+        .iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => json!(k),
+            Prop::Seq(i) => json!(i),
+        })
+        .collect();
+    let mut at = |p: Json| {
+        path.push(p);
+        Json::Array(std::mem::take(&mut path))
+    };
+    match &patch.action {
+        PatchAction::PutMap {
+            key,
+            value,
+            conflict,
+        } => json!({
+            "action": "put", "path": at(json!(key)),
+            "value": value_json(&value.0), "conflict": conflict,
+        }),
+        PatchAction::PutSeq {
+            index,
+            value,
+            conflict,
+        } => json!({
+            "action": "put", "path": at(json!(index)),
+            "value": value_json(&value.0), "conflict": conflict,
+        }),
+        PatchAction::Insert { index, values } => json!({
+            "action": "insert", "path": at(json!(index)),
+            "values": values.iter().map(|(v, _, _)| value_json(v)).collect::<Vec<_>>(),
+        }),
+        PatchAction::SpliceText { index, value, .. } => json!({
+            "action": "splice", "path": at(json!(index)), "value": value.make_string(),
+        }),
+        PatchAction::Increment { prop, value } => json!({
+            "action": "inc", "path": at(json!(prop_key(prop))), "value": value,
+        }),
+        PatchAction::Conflict { prop } => json!({
+            "action": "conflict", "path": at(json!(prop_key(prop))),
+        }),
+        PatchAction::DeleteMap { key } => json!({
+            "action": "del", "path": at(json!(key)),
+        }),
+        PatchAction::DeleteSeq { index, length } => json!({
+            "action": "del", "path": at(json!(index)), "length": length,
+        }),
+        PatchAction::Mark { marks } => json!({
+            "action": "mark", "path": Json::Array(std::mem::take(&mut path)),
+            "marks": marks.iter().map(|m| json!({
+                "name": m.name(), "value": scalar_json(m.value()),
+                "start": m.start, "end": m.end,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+// ----------------------------------------------------------------- blame
+
+/// A run of characters of a narrative written by one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlameSpan {
+    /// Position of the first character, in characters.
+    pub start: usize,
+    /// Length in characters.
+    pub length: usize,
+    pub text: String,
+    /// The actor that wrote it, in hex.
+    pub actor: String,
+    /// The change that wrote it.
+    pub change: Option<ChangeHash>,
+}
+
+/// Resolves `keys` from the root to the object or value at the last key:
+/// the winning value there and its id.
+fn resolve<'a>(
+    doc: &'a Automerge,
+    heads: Option<&[ChangeHash]>,
+    keys: &[&str],
+) -> Option<(Value<'a>, ObjId)> {
+    let mut obj = ObjId::Root;
+    let (last, parents) = keys.split_last()?;
+    for key in parents {
+        let got = match heads {
+            Some(h) => doc.get_at(&obj, *key, h),
+            None => doc.get(&obj, *key),
+        };
+        match got.ok()? {
+            Some((Value::Object(ObjType::Map | ObjType::Table), id)) => obj = id,
+            _ => return None,
+        }
+    }
+    match heads {
+        Some(h) => doc.get_at(&obj, *last, h),
+        None => doc.get(&obj, *last),
+    }
+    .ok()?
+}
+
+fn actor_of(id: &ObjId) -> String {
+    match id {
+        ObjId::Root => String::new(),
+        ObjId::Id(_, actor, _) => actor.to_hex_string(),
+    }
+}
+
+/// Who wrote each span of the narrative at `keys` (now, or at `heads`):
+/// consecutive characters written by the same change form one span. A
+/// narrative stored as a plain string (stock JS) is one span.
+pub fn blame(
+    doc: &Automerge,
+    heads: Option<&[ChangeHash]>,
+    keys: &[&str],
+) -> Result<Vec<BlameSpan>, HistoryError> {
+    if let Some(h) = heads {
+        check_heads(doc, h)?;
+    }
+    let path = keys.join(".");
+    let found = caught(|| resolve(doc, heads, keys).map(|(v, id)| (v.into_owned(), id)))?;
+    let (value, id) = found.ok_or_else(|| HistoryError::NoSuchPath { path: path.clone() })?;
+    match value {
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(text) => {
+                let change = caught(|| doc.hash_for_opid(&id))?;
+                Ok(vec![BlameSpan {
+                    start: 0,
+                    length: text.chars().count(),
+                    text: text.to_string(),
+                    actor: actor_of(&id),
+                    change,
+                }])
+            }
+            _ => Err(HistoryError::NotText { path }),
+        },
+        Value::Object(ObjType::Text) => caught(|| text_blame(doc, heads, &id)),
+        Value::Object(_) => Err(HistoryError::NotText { path }),
+    }
+}
+
+fn text_blame(doc: &Automerge, heads: Option<&[ChangeHash]>, text: &ObjId) -> Vec<BlameSpan> {
+    let items: Vec<_> = match heads {
+        Some(h) => doc.list_range_at(text, .., h).collect(),
+        None => doc.list_range(text, ..).collect(),
+    };
+    let mut spans: Vec<BlameSpan> = Vec::new();
+    let mut position = 0;
+    for item in items {
+        let id = item.id();
+        let chunk = match &item.value {
+            automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => s.to_string(),
+            _ => "\u{fffc}".to_owned(),
+        };
+        let chars = chunk.chars().count();
+        let change = doc.hash_for_opid(&id);
+        match spans.last_mut() {
+            Some(last) if last.change == change && change.is_some() => {
+                last.text.push_str(&chunk);
+                last.length += chars;
+            }
+            _ => spans.push(BlameSpan {
+                start: position,
+                length: chars,
+                text: chunk,
+                actor: actor_of(&id),
+                change,
+            }),
+        }
+        position += chars;
+    }
+    spans
+}
+
+// -------------------------------------------------------- value origins
+
+/// The change that wrote the op `op` (`counter@actor`, as in
+/// [`crate::model::Versioned::op`]).
+pub fn change_of_op(doc: &Automerge, op: &str) -> Option<ChangeHash> {
+    let (counter, actor) = op.split_once('@')?;
+    // Checked here: automerge's parser unwraps the hex.
+    if counter.parse::<u64>().is_err()
+        || actor.is_empty()
+        || actor.len() % 2 != 0
+        || !actor.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    caught(|| {
+        let id = doc.import_obj(op).ok()?;
+        doc.hash_for_opid(&id)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Where a value came from: the register at `path` holds a value written
+/// by `change`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueOrigin {
+    pub path: String,
+    pub change: ChangeHash,
+    /// Another value is held concurrently.
+    pub conflicted: bool,
+}
+
+/// The change behind every current register value (every concurrent value
+/// of it), in reading order. Narratives are left to [`blame`]; item
+/// bookkeeping is included (who created and deleted what).
+pub fn value_origins(doc: &Automerge) -> Result<Vec<ValueOrigin>, HistoryError> {
+    fn walk(doc: &Automerge, obj: &ObjId, keys: &mut Vec<String>, out: &mut Vec<ValueOrigin>) {
+        if keys.len() > MAX_WALK_DEPTH {
+            return;
+        }
+        let node = classify(keys);
+        for key in ordered(node, doc.keys(obj).collect()) {
+            let values = doc.get_all(obj, key.as_str()).unwrap_or_default();
+            keys.push(key);
+            let conflicted = values.len() > 1;
+            for (value, id) in &values {
+                if let Value::Scalar(_) = value {
+                    if let Some(change) = doc.hash_for_opid(id) {
+                        out.push(ValueOrigin {
+                            path: keys.join("."),
+                            change,
+                            conflicted,
+                        });
+                    }
+                }
+            }
+            if let Some(map) = Side::map_of(&values) {
+                walk(doc, &map, keys, out);
+            }
+            keys.pop();
+        }
+    }
+    caught(|| {
+        let mut out = Vec::new();
+        walk(doc, &ObjId::Root, &mut Vec::new(), &mut out);
+        out
+    })
+}
+
+// ------------------------------------------------------------ resolving
+
+/// Resolves a conflict: writes the value `op` currently held at `keys` over
+/// every concurrent value, in one change of `doc`'s actor stamped with
+/// `message` and `now_ms`. Only plain values can be chosen; a clear
+/// (`null`) can be.
+pub fn resolve_conflict(
+    doc: &mut Automerge,
+    keys: &[&str],
+    op: &str,
+    message: String,
+    now_ms: i64,
+) -> Result<ChangeHash, HistoryError> {
+    use automerge::transaction::Transactable;
+    let path = keys.join(".");
+    let (last, parents) = keys
+        .split_last()
+        .ok_or_else(|| HistoryError::NoSuchPath { path: path.clone() })?;
+    let parent = if parents.is_empty() {
+        Some(ObjId::Root)
+    } else {
+        caught(|| resolve(doc, None, parents))?.and_then(|(v, id)| match v {
+            Value::Object(ObjType::Map | ObjType::Table) => Some(id),
+            _ => None,
+        })
+    }
+    .ok_or_else(|| HistoryError::NoSuchPath { path: path.clone() })?;
+    let values = caught(|| doc.get_all(&parent, *last).unwrap_or_default())?;
+    if values.len() < 2 {
+        return Err(HistoryError::CannotResolve {
+            path,
+            reason: "there is no conflict here",
+        });
+    }
+    let chosen = values
+        .iter()
+        .find(|(_, id)| id.to_string() == op)
+        .ok_or_else(|| HistoryError::NoSuchValue {
+            path: path.clone(),
+            op: op.to_owned(),
+        })?;
+    let scalar = match &chosen.0 {
+        Value::Scalar(s) => s.clone().into_owned(),
+        Value::Object(_) => {
+            return Err(HistoryError::CannotResolve {
+                path,
+                reason: "only plain values can be chosen; a container cannot be rewritten",
+            })
+        }
+    };
+    let key = (*last).to_owned();
+    caught(move || {
+        doc.transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| crate::model::commit_options(message, now_ms),
+            |tx| tx.put(&parent, key, scalar),
+        )
+        .ok()
+        .and_then(|success| success.hash)
+    })?
+    .ok_or(HistoryError::CannotResolve {
+        path: keys.join("."),
+        reason: "the value could not be written",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ids::DocumentId;
+    use crate::model::{
+        apply_edit, create_case, CaseInit, DisappearanceField, Edit, Field, FieldValue, ItemField,
+        ItemId, ItemRef, MilitaryField, TimelineField,
+    };
+    use automerge::ActorId;
+
+    const PLACE: Field = Field::Disappearance(DisappearanceField::Place);
+    const CIRCUMSTANCES: Field = Field::Disappearance(DisappearanceField::Circumstances);
+    const UNIT: Field = Field::Military(MilitaryField::Unit);
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from([n; 16])
+    }
+
+    fn new_case() -> Automerge {
+        let mut doc = Automerge::new().with_actor(actor(1));
+        create_case(
+            &mut doc,
+            &CaseInit {
+                created_by: "server".into(),
+                coordination: Some(DocumentId::from_bytes([7; 16])),
+            },
+            1_000,
+        )
+        .unwrap();
+        doc
+    }
+
+    fn fork(doc: &Automerge, n: u8) -> Automerge {
+        doc.fork().with_actor(actor(n))
+    }
+
+    fn edit(doc: &mut Automerge, edit: &Edit) -> ChangeHash {
+        apply_edit(doc, edit, "someone", 2_000).unwrap().unwrap()
+    }
+
+    fn set(field: Field, value: &str) -> Edit {
+        Edit::SetField {
+            field,
+            value: FieldValue::Str(value.into()),
+        }
+    }
+
+    fn splice(field: Field, pos: usize, delete: usize, insert: &str) -> Edit {
+        Edit::SpliceText {
+            field,
+            pos,
+            delete,
+            insert: insert.into(),
+        }
+    }
+
+    fn timeline(id: &str) -> ItemRef {
+        ItemRef::new(Collection::Timeline, ItemId::new(id).unwrap())
+    }
+
+    fn add_entry(id: &str, title: &str) -> Edit {
+        Edit::AddItem {
+            item: timeline(id),
+            values: vec![(
+                ItemField::Timeline(TimelineField::Title),
+                FieldValue::Str(title.into()),
+            )],
+        }
+    }
+
+    fn lines(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<String> {
+        readable_diff(doc, before, after)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect()
+    }
+
+    fn change(doc: &Automerge, hash: ChangeHash) -> Change {
+        doc.get_change_by_hash(&hash).unwrap()
+    }
+
+    #[test]
+    fn a_register_change_is_one_readable_line() {
+        let mut doc = new_case();
+        edit(&mut doc, &set(PLACE, "Kharkiv Oblast"));
+        let before = doc.get_heads();
+        edit(&mut doc, &set(PLACE, "near Izium"));
+        assert_eq!(
+            lines(&doc, &before, &doc.get_heads()),
+            ["disappearance.place: 'Kharkiv Oblast' → 'near Izium'"]
+        );
+        // Backwards, the same change reads the other way.
+        assert_eq!(
+            lines(&doc, &doc.get_heads(), &before),
+            ["disappearance.place: 'near Izium' → 'Kharkiv Oblast'"]
+        );
+    }
+
+    #[test]
+    fn set_clear_items_text_and_conflicts_read_as_lines() {
+        let mut doc = new_case();
+        edit(
+            &mut doc,
+            &splice(CIRCUMSTANCES, 0, 0, "Contact lost on 3 March."),
+        );
+        edit(&mut doc, &add_entry("t0", "Enlisted"));
+        let start = doc.get_heads();
+        edit(&mut doc, &set(PLACE, "Kharkiv Oblast"));
+        edit(&mut doc, &add_entry("t1", "Last call"));
+        edit(&mut doc, &splice(CIRCUMSTANCES, 0, 8, "Radio contact"));
+        edit(
+            &mut doc,
+            &Edit::DeleteItem {
+                item: timeline("t0"),
+            },
+        );
+        // Two relatives set the unit concurrently.
+        let mut a = fork(&doc, 2);
+        let mut b = fork(&doc, 3);
+        edit(&mut a, &set(UNIT, "72nd"));
+        edit(&mut b, &set(UNIT, "93rd"));
+        doc.merge(&mut a).unwrap();
+        doc.merge(&mut b).unwrap();
+        assert_eq!(
+            lines(&doc, &start, &doc.get_heads()),
+            [
+                "military.unit: conflict between '72nd' and '93rd'",
+                "disappearance.place: set to 'Kharkiv Oblast'",
+                "disappearance.circumstances: text edited, +13 −8 characters",
+                "timeline: +1 item",
+                "timeline.t0: deleted",
+            ]
+        );
+        let middle = doc.get_heads();
+        edit(
+            &mut doc,
+            &Edit::SetField {
+                field: PLACE,
+                value: FieldValue::Null,
+            },
+        );
+        edit(&mut doc, &set(UNIT, "93rd"));
+        assert_eq!(
+            lines(&doc, &middle, &doc.get_heads()),
+            [
+                "military.unit: conflict between '72nd' and '93rd' → '93rd'",
+                "disappearance.place: 'Kharkiv Oblast' cleared",
+            ]
+        );
+        assert!(lines(&doc, &middle, &middle).is_empty());
+    }
+
+    #[test]
+    fn the_difference_from_nothing_lists_what_was_written() {
+        let mut doc = new_case();
+        edit(&mut doc, &set(PLACE, "Bakhmut"));
+        let got = lines(&doc, &[], &doc.get_heads());
+        assert!(
+            got.contains(&"disappearance.place: set to 'Bakhmut'".to_owned()),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&"kind: set to 'casesync.case'".to_owned()),
+            "{got:?}"
+        );
+        assert!(matches!(
+            readable_diff(&doc, &[ChangeHash([9; 32])], &doc.get_heads()),
+            Err(HistoryError::UnknownChange { .. })
+        ));
+    }
+
+    #[test]
+    fn summaries_name_sections_fields_and_items() {
+        let mut doc = new_case();
+        let template = doc.get_heads()[0];
+        let place = edit(&mut doc, &set(PLACE, "Kharkiv Oblast"));
+        let text = edit(&mut doc, &splice(CIRCUMSTANCES, 0, 0, "Lost."));
+        let added = edit(&mut doc, &add_entry("t1", "Last call"));
+        let deleted = edit(
+            &mut doc,
+            &Edit::DeleteItem {
+                item: timeline("t1"),
+            },
+        );
+        let restored = edit(
+            &mut doc,
+            &Edit::RestoreItem {
+                item: timeline("t1"),
+            },
+        );
+
+        let s = summarize_change(&doc, &change(&doc, place)).unwrap();
+        assert_eq!(s.sections, ["disappearance"]);
+        assert_eq!(s.fields, ["disappearance.place"]);
+        assert_eq!(s.ops, 1);
+        let s = summarize_change(&doc, &change(&doc, text)).unwrap();
+        assert_eq!(s.fields, ["disappearance.circumstances"]);
+        assert_eq!(s.ops, 5);
+        let s = summarize_change(&doc, &change(&doc, added)).unwrap();
+        assert_eq!(s.sections, ["timeline"]);
+        assert_eq!(s.added, ["timeline.t1"]);
+        assert!(s.fields.is_empty(), "{s:?}");
+        let s = summarize_change(&doc, &change(&doc, deleted)).unwrap();
+        assert_eq!(s.deleted, ["timeline.t1"]);
+        assert!(s.fields.is_empty(), "{s:?}");
+        let s = summarize_change(&doc, &change(&doc, restored)).unwrap();
+        assert_eq!(s.restored, ["timeline.t1"]);
+        let s = summarize_change(&doc, &change(&doc, template)).unwrap();
+        assert!(s.sections.contains(&"person".to_owned()), "{s:?}");
+        assert!(s.added.is_empty(), "{s:?}");
+    }
+
+    #[test]
+    fn blame_names_the_change_behind_each_span() {
+        let mut doc = new_case();
+        let first = edit(&mut doc, &splice(CIRCUMSTANCES, 0, 0, "Lost near Bakhmut."));
+        let mut sister = fork(&doc, 5);
+        let second = edit(
+            &mut sister,
+            &splice(CIRCUMSTANCES, 18, 0, " Seen on 5 May."),
+        );
+        doc.merge(&mut sister).unwrap();
+        let third = edit(&mut doc, &splice(CIRCUMSTANCES, 5, 4, "by"));
+        let spans = blame(&doc, None, &["disappearance", "circumstances"]).unwrap();
+        let got: Vec<(&str, Option<ChangeHash>, usize)> = spans
+            .iter()
+            .map(|s| (s.text.as_str(), s.change, s.start))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Lost ", Some(first), 0),
+                ("by", Some(third), 5),
+                (" Bakhmut.", Some(first), 7),
+                (" Seen on 5 May.", Some(second), 16),
+            ]
+        );
+        assert_eq!(spans[3].actor, actor(5).to_hex_string());
+        // As it stood before the third change.
+        let old = blame(&doc, Some(&[second]), &["disappearance", "circumstances"]).unwrap();
+        assert_eq!(old.len(), 2);
+        assert_eq!(old[0].text, "Lost near Bakhmut.");
+        // A register is one span; a map is not a narrative.
+        edit(&mut doc, &set(PLACE, "Izium"));
+        let place = blame(&doc, None, &["disappearance", "place"]).unwrap();
+        assert_eq!(place[0].text, "Izium");
+        assert!(matches!(
+            blame(&doc, None, &["disappearance"]),
+            Err(HistoryError::NotText { .. })
+        ));
+        assert!(matches!(
+            blame(&doc, None, &["disappearance", "nothing"]),
+            Err(HistoryError::NoSuchPath { .. })
+        ));
+    }
+
+    #[test]
+    fn a_conflict_is_resolved_by_a_change_that_supersedes_every_value() {
+        let mut doc = new_case();
+        let mut a = fork(&doc, 2);
+        let mut b = fork(&doc, 3);
+        let from_a = edit(&mut a, &set(UNIT, "72nd"));
+        edit(&mut b, &set(UNIT, "93rd"));
+        doc.merge(&mut a).unwrap();
+        doc.merge(&mut b).unwrap();
+        let conflict = crate::model::conflicts(&doc)
+            .into_iter()
+            .find(|c| c.path == "military.unit")
+            .unwrap();
+        let chosen = conflict
+            .values
+            .iter()
+            .find(|v| v.value == Some(crate::model::RawValue::Str("72nd".into())))
+            .unwrap();
+        assert_eq!(change_of_op(&doc, &chosen.op), Some(from_a));
+        assert_eq!(change_of_op(&doc, "1@zz"), None);
+        assert_eq!(change_of_op(&doc, "nonsense"), None);
+
+        let mut coordinator = fork(&doc, 9);
+        let bad = resolve_conflict(
+            &mut coordinator,
+            &["military", "unit"],
+            "1@00",
+            "x".into(),
+            5,
+        );
+        assert!(matches!(bad, Err(HistoryError::NoSuchValue { .. })));
+        let hash = resolve_conflict(
+            &mut coordinator,
+            &["military", "unit"],
+            &chosen.op,
+            "resolve military.unit".into(),
+            3_000_000,
+        )
+        .unwrap();
+        assert!(crate::model::conflicts(&coordinator).is_empty());
+        let meta = coordinator.get_change_meta_by_hash(&hash).unwrap();
+        assert_eq!(meta.message.as_deref(), Some("resolve military.unit"));
+        assert_eq!(meta.timestamp, 3_000);
+        let unit = crate::model::read_case(&coordinator).unwrap().military.unit;
+        assert_eq!(unit.value().map(String::as_str), Some("72nd"));
+        assert!(matches!(
+            resolve_conflict(
+                &mut coordinator,
+                &["military", "unit"],
+                &chosen.op,
+                "x".into(),
+                5
+            ),
+            Err(HistoryError::CannotResolve { .. })
+        ));
+        // The origins of the values name the resolving change.
+        let origins = value_origins(&coordinator).unwrap();
+        let unit = origins.iter().find(|o| o.path == "military.unit").unwrap();
+        assert_eq!(unit.change, hash);
+        assert!(!unit.conflicted);
+    }
+
+    #[test]
+    fn patches_are_json_with_paths_from_the_root() {
+        let mut doc = new_case();
+        let before = doc.get_heads();
+        edit(&mut doc, &set(PLACE, "Izium"));
+        edit(&mut doc, &splice(CIRCUMSTANCES, 0, 0, "Lost."));
+        let got = patches(&doc, &before, &doc.get_heads()).unwrap();
+        let got = got.as_array().unwrap();
+        assert!(got.contains(&json!({
+            "action": "put", "path": ["disappearance", "place"], "value": "Izium", "conflict": false,
+        })), "{got:?}");
+        assert!(
+            got.contains(&json!({
+                "action": "splice", "path": ["disappearance", "circumstances", 0], "value": "Lost.",
+            })),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn the_schema_classifies_paths() {
+        assert_eq!(classify::<&str>(&[]), Node::Root);
+        assert_eq!(classify(&["person"]), Node::Section(Section::Person));
+        assert_eq!(
+            classify(&["person", "name_variants"]),
+            Node::Collection(Collection::NameVariants)
+        );
+        assert_eq!(
+            classify(&["person", "name_variants", "n1"]),
+            Node::Item(Collection::NameVariants)
+        );
+        assert_eq!(
+            classify(&["disappearance", "circumstances"]),
+            Node::Field(FieldKind::Text)
+        );
+        assert_eq!(
+            classify(&["timeline", "t1", "deleted_at"]),
+            Node::Bookkeeping
+        );
+        assert_eq!(
+            classify(&["timeline", "t1", "source_ids"]),
+            Node::Field(FieldKind::SourceIds)
+        );
+        assert_eq!(
+            classify(&["requests", "r1", "replies", "a1"]),
+            Node::Item(Collection::RequestReplies)
+        );
+        assert_eq!(
+            classify(&["requests", "r1", "replies"]),
+            Node::Collection(Collection::RequestReplies)
+        );
+        assert_eq!(
+            classify(&["official_status", "basis"]),
+            Node::Field(FieldKind::SourceIds)
+        );
+        assert_eq!(classify(&["nonsense"]), Node::Other);
+    }
+}
