@@ -112,9 +112,12 @@ impl AppState {
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let keys = DevKeys::load_or_create(&config.data_dir)
             .map_err(|e| StartError::Keys(e.to_string()))?;
-        let auth = keys
-            .auth_config()
-            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let auth = match &config.auth {
+            Some(configured) => configured.build(&keys).map_err(StartError::Keys)?,
+            None => keys
+                .auth_config()
+                .map_err(|e| StartError::Keys(e.to_string()))?,
+        };
         let verifier = Arc::new(Verifier::new(auth));
         let storage_id = load_or_create_storage_id(&config.data_dir)?;
         let sqlite = SqliteConfig::new(config.data_dir.clone());

@@ -18,6 +18,9 @@ pub struct Config {
     pub limits: Limits,
     /// Messages and bytes per second, per connection and per user.
     pub rate: crate::ratelimit::RateLimits,
+    /// Token verification: the `[auth]` section of the config file, or
+    /// `None` to trust only the data directory's development key.
+    pub auth: Option<AuthFileConfig>,
     /// A document with no sessions for this long is unloaded.
     pub idle_unload: Duration,
     /// tungstenite's per-connection read buffer (its default is 128 KiB).
@@ -40,6 +43,7 @@ impl Config {
             data_dir,
             limits: Limits::default(),
             rate: crate::ratelimit::RateLimits::default(),
+            auth: None,
             idle_unload: Duration::from_secs(60),
             ws_read_buffer: 8 * 1024,
             ping_interval: Duration::from_secs(20),
@@ -70,6 +74,104 @@ pub struct FileConfig {
     pub rate_conn_bytes_per_sec: Option<u32>,
     pub rate_user_messages_per_sec: Option<u32>,
     pub rate_user_bytes_per_sec: Option<u32>,
+    pub auth: Option<AuthFileConfig>,
+}
+
+/// The `[auth]` section: which tokens the server accepts.
+///
+/// ```toml
+/// [auth]
+/// algorithm = "RS256"          # EdDSA, RS256, or HS256 (development only)
+/// issuer = "https://id.example.org"
+/// audience = "casesync"
+/// leeway_secs = 30
+/// trust_dev_key = false        # EdDSA only: also accept `casesync token`
+///
+/// [[auth.keys]]                # several at once, to rotate
+/// kid = "2026-11"
+/// pem_file = "/etc/casesync/idp-2026-11.pem"
+/// ```
+///
+/// Keys come only from here: a token's header never makes the server fetch
+/// or choose a key (`jku`, `x5u`, `jwk` are refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFileConfig {
+    pub algorithm: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: Option<u64>,
+    #[serde(default)]
+    pub trust_dev_key: bool,
+    #[serde(default)]
+    pub keys: Vec<KeyFileConfig>,
+}
+
+/// One verification key: a public key PEM (EdDSA, RS256) or a secret
+/// (HS256).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFileConfig {
+    pub kid: String,
+    pub pem_file: Option<PathBuf>,
+    pub secret_file: Option<PathBuf>,
+}
+
+impl AuthFileConfig {
+    /// Whether `casesync token` (the development key) may mint tokens this
+    /// configuration accepts.
+    pub fn trusts_dev_key(&self) -> bool {
+        self.trust_dev_key && self.algorithm == "EdDSA"
+    }
+
+    /// Reads the key files and builds the verifier's configuration; with
+    /// `trust_dev_key`, `dev` is trusted too (under its own `kid`).
+    pub fn build(&self, dev: &crate::auth::DevKeys) -> Result<crate::auth::AuthConfig, String> {
+        use crate::auth::{AuthConfig, TokenAlgorithm, VerificationKey};
+        let algorithm: TokenAlgorithm = self
+            .algorithm
+            .parse()
+            .map_err(|e| format!("[auth] algorithm: {e}"))?;
+        let mut keys = Vec::new();
+        for key in &self.keys {
+            let read = |path: &Path| {
+                std::fs::read(path)
+                    .map_err(|e| format!("[auth] key {}: {}: {e}", key.kid, path.display()))
+            };
+            let built = match (algorithm, &key.pem_file, &key.secret_file) {
+                (TokenAlgorithm::EdDsa, Some(pem), None) => {
+                    VerificationKey::ed25519_pem(key.kid.clone(), &read(pem)?)
+                }
+                (TokenAlgorithm::Rs256, Some(pem), None) => {
+                    VerificationKey::rsa_pem(key.kid.clone(), &read(pem)?)
+                }
+                (TokenAlgorithm::Hs256Development, None, Some(secret)) => {
+                    VerificationKey::hmac_secret(key.kid.clone(), &read(secret)?)
+                }
+                _ => {
+                    return Err(format!(
+                        "[auth] key {}: give pem_file for EdDSA and RS256, secret_file for HS256",
+                        key.kid
+                    ))
+                }
+            };
+            keys.push(built.map_err(|e| format!("[auth] key {}: {e}", key.kid))?);
+        }
+        if self.trust_dev_key {
+            if algorithm != TokenAlgorithm::EdDsa {
+                return Err("[auth] trust_dev_key needs algorithm = \"EdDSA\"".into());
+            }
+            keys.push(dev.verification_key().map_err(|e| e.to_string())?);
+        }
+        let config = AuthConfig::new(algorithm, self.issuer.clone(), self.audience.clone(), keys)
+            .map_err(|e| format!("[auth] {e}"))?;
+        match self.leeway_secs {
+            Some(secs) => config
+                .with_leeway_secs(secs)
+                .map_err(|e| format!("[auth] {e}")),
+            None => Ok(config),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

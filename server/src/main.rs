@@ -49,6 +49,11 @@ enum Command {
     Token {
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// The server's config file: its `[auth]` section decides whether
+        /// the development key is trusted, and with which issuer and
+        /// audience.
+        #[arg(long, env = "CASESYNC_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long)]
         user: String,
         #[arg(long, default_value = "dev")]
@@ -193,6 +198,7 @@ async fn run(command: Command) -> Result<(), String> {
             if let Some(dir) = app_dir {
                 config.app_dir = Some(dir);
             }
+            config.auth = file.auth;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -220,12 +226,27 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Token {
             data_dir,
+            config,
             user,
             device,
             role,
             ttl,
         } => {
-            let keys = DevKeys::load_or_create(&data_dir).map_err(|e| e.to_string())?;
+            let mut keys = DevKeys::load_or_create(&data_dir).map_err(|e| e.to_string())?;
+            let file = match config {
+                Some(path) => FileConfig::load(&path).map_err(|e| e.to_string())?,
+                None => FileConfig::default(),
+            };
+            if let Some(auth) = &file.auth {
+                if !auth.trusts_dev_key() {
+                    return Err(
+                        "this server's [auth] section does not trust the development \
+                        key; get tokens from the configured identity provider"
+                            .into(),
+                    );
+                }
+                keys = keys.with_issuer_audience(&auth.issuer, &auth.audience);
+            }
             let user = UserId::new(user).map_err(|e| format!("--user: {e}"))?;
             let device = DeviceId::new(device).map_err(|e| format!("--device: {e}"))?;
             let role = match role {

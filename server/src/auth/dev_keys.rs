@@ -144,6 +144,14 @@ impl DevKeys {
         &self.kid
     }
 
+    /// The same key, minting for a configured issuer and audience (when the
+    /// server's `[auth]` section trusts the development key).
+    pub fn with_issuer_audience(mut self, issuer: &str, audience: &str) -> Self {
+        self.issuer = issuer.to_owned();
+        self.audience = audience.to_owned();
+        self
+    }
+
     /// The public half, as SPKI PEM.
     pub fn public_key_pem(&self) -> &str {
         &self.public_pem
