@@ -20,7 +20,7 @@ use crate::docs::{Docs, DocsConfig, DocsHooks};
 use crate::identity::{ActorBindings, IdentityStore};
 use crate::metrics::Metrics;
 use crate::store::{SqliteConfig, Store, StoreConfig};
-use crate::{api, members_api, ws};
+use crate::{api, history_api, members_api, ws};
 
 /// Shared by every request and connection. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -245,6 +245,12 @@ pub fn app(state: AppState) -> Router {
             get(|| async { axum::response::Redirect::permanent("/app/") }),
         );
     }
+    if let Some(dir) = &state.inner.config.admin_dir {
+        router = router.nest_service("/admin/", web_app(dir)).route(
+            "/admin",
+            get(|| async { axum::response::Redirect::permanent("/admin/") }),
+        );
+    }
     router
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
@@ -299,6 +305,24 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/cases/{id}/quarantine/discard",
             post(members_api::discard_quarantined),
+        )
+        .route("/api/cases/{id}/history", get(history_api::history))
+        .route("/api/cases/{id}/at/{change_hash}", get(history_api::at))
+        .route("/api/cases/{id}/diff", get(history_api::diff))
+        .route("/api/cases/{id}/blame", get(history_api::blame))
+        .route("/api/cases/{id}/conflicts", get(history_api::conflicts))
+        .route(
+            "/api/cases/{id}/conflicts/resolve",
+            post(history_api::resolve),
+        )
+        .route("/api/cases/{id}/export", get(history_api::export))
+        .route(
+            "/api/cases/{id}/official-status",
+            post(history_api::official_status),
+        )
+        .route(
+            "/api/coordinator/cases",
+            get(history_api::coordinator_cases),
         )
         .route("/api/audit", get(crate::audit_api::list_audit))
         .with_state(state)

@@ -49,7 +49,7 @@ impl Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             app_dir: default_dir("client-wasm/dist"),
-            admin_dir: None,
+            admin_dir: default_dir("admin"),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod docs;
 pub mod error;
+pub mod history_api;
 pub mod http_sync;
 pub mod identity;
 pub mod members_api;

@@ -44,6 +44,10 @@ enum Command {
         /// when it exists).
         #[arg(long, env = "CASESYNC_APP_DIR")]
         app_dir: Option<PathBuf>,
+        /// The coordinators' console, served at /admin/ (default: admin/
+        /// when it exists).
+        #[arg(long, env = "CASESYNC_ADMIN_DIR")]
+        admin_dir: Option<PathBuf>,
     },
     /// Print a development token signed with the data directory's key.
     Token {
@@ -155,6 +159,7 @@ async fn run(command: Command) -> Result<(), String> {
             config,
             idle_unload_secs,
             app_dir,
+            admin_dir,
         } => {
             let file = match config {
                 Some(path) => FileConfig::load(&path).map_err(|e| e.to_string())?,
@@ -198,12 +203,16 @@ async fn run(command: Command) -> Result<(), String> {
             if let Some(dir) = app_dir {
                 config.app_dir = Some(dir);
             }
+            if let Some(dir) = admin_dir {
+                config.admin_dir = Some(dir);
+            }
             config.auth = file.auth;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let serving_app = config.app_dir.is_some();
+            let serving_admin = config.admin_dir.is_some();
             let state = app::AppState::open(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -215,7 +224,12 @@ async fn run(command: Command) -> Result<(), String> {
                     println!("  field app:      http://{addr}/app/ (not built: run scripts/run.sh)")
                 }
             }
-            println!("  admin console:  http://{addr}/admin/");
+            match serving_admin {
+                true => println!("  admin console:  http://{addr}/admin/"),
+                false => println!(
+                    "  admin console:  not found (run from the repository, or --admin-dir)"
+                ),
+            }
             println!(
                 "  get a token:    casesync token --data-dir {} --user NAME",
                 data_dir.display()

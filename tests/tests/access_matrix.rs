@@ -97,7 +97,8 @@ const NOT_FAMILY: [u16; 7] = [200, 404, 200, 404, 200, 401, 404];
 /// invitation of the case, `{code}` a fresh invitation code of a fresh case,
 /// `{member}` a fresh relative of the case, `{stranger}` a fresh user,
 /// `{assigned}` a fresh coordinator assigned to the case, `{device}` a
-/// fresh device name, `{frame}` (body) a `join` for the caller.
+/// fresh device name, `{frame}` (body) a `join` for the caller, `{head}` a
+/// change hash of the case.
 const ROUTES: &[Route] = &[
     Route {
         method: "GET",
@@ -272,7 +273,90 @@ const ROUTES: &[Route] = &[
         body: None,
         expect: Expect::Authed([404, 404, 404, 404, 200, 401, 404]),
     },
+    // The history API (issue 6): the case's coordinators and admins; the
+    // family sees the case, so 403 for them; everyone else 404.
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/history",
+        call: "/api/cases/{case}/history",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/at/{change_hash}",
+        call: "/api/cases/{case}/at/{head}",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/diff",
+        call: "/api/cases/{case}/diff?from={head}",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/blame",
+        call: "/api/cases/{case}/blame?path=disappearance.circumstances",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/conflicts",
+        call: "/api/cases/{case}/conflicts",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "POST",
+        path: "/api/cases/{id}/conflicts/resolve",
+        call: "/api/cases/{case}/conflicts/resolve",
+        // There is no conflict to resolve: a bad request, once allowed.
+        body: Some(|| json!({ "path": "military.unit", "op": "1@00" })),
+        expect: Expect::Authed([403, 404, 400, 404, 400, 401, 404]),
+    },
+    Route {
+        method: "GET",
+        path: "/api/cases/{id}/export",
+        call: "/api/cases/{case}/export?format=json",
+        body: None,
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "POST",
+        path: "/api/cases/{id}/official-status",
+        call: "/api/cases/{case}/official-status",
+        body: Some(|| json!({ "status": "missing", "basis": [] })),
+        expect: Expect::Authed(COORDINATORS_ONLY),
+    },
+    Route {
+        method: "GET",
+        path: "/api/coordinator/cases",
+        call: "/api/coordinator/cases",
+        body: None,
+        // Relatives have no such list; an unassigned coordinator's is empty.
+        expect: Expect::Authed([404, 404, 200, 200, 200, 401, 404]),
+    },
+    Route {
+        method: "GET",
+        path: "/admin",
+        call: "/admin",
+        body: None,
+        expect: Expect::Static,
+    },
+    Route {
+        method: "NEST",
+        path: "/admin/",
+        call: "/admin/",
+        body: None,
+        expect: Expect::Static,
+    },
 ];
+
+const COORDINATORS_ONLY: [u16; 7] = [403, 404, 200, 404, 200, 401, 404];
 
 /// The server with the case, its people and one token per principal.
 struct World {
@@ -469,6 +553,15 @@ impl World {
         }
         if path.contains("{device}") {
             path = path.replace("{device}", &self.next("device"));
+        }
+        if path.contains("{head}") {
+            let heads = self
+                .api
+                .get_case(&self.family, &self.case)
+                .await
+                .unwrap()
+                .heads;
+            path = path.replace("{head}", &heads[0]);
         }
         path
     }
