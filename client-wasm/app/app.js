@@ -397,7 +397,9 @@ function showInvite(prefill) {
       done.hidden = false;
       if (url) go('#/case/' + encodeURIComponent(url));
     } catch (err) {
-      error.textContent = err instanceof ApiError && err.code === 'bad_code' ? t('invite.error_code') : errorText(err, 'invite.error');
+      const known = ['bad_code', 'not_found', 'invitation_expired', 'invitation_revoked', 'invitation_used'];
+      error.textContent =
+        err instanceof ApiError && known.includes(err.code) ? t(`invite.error_${err.code.replace('invitation_', '')}`) : errorText(err, 'invite.error');
       error.hidden = false;
     } finally {
       submit.disabled = false;

@@ -4,9 +4,8 @@
 // the merged case within seconds, with nothing lost, and the one field they
 // both changed shown as a conflict with both values and who wrote them.
 //
-// Membership is "the creator is the only member" until invitations land,
-// so the family shares one account (`olena`) on two devices, as in
-// tests/tests/relatives_day.rs.
+// Olena creates the case and invites her mother and her sister; each
+// accepts the invitation link in the app, with her own account.
 
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,18 +56,30 @@ test('two relatives edit one case, one of them offline through a reload, and bot
     'disappearance.circumstances': ORIGINAL,
   });
 
-  // Step 2: their mother and sister open it on their phones.
+  // Step 2: she sends their mother and sister an invitation link each (by
+  // messenger); they open it on their phones, sign in and accept. The
+  // sister first tries the link her mother already used: it is refused.
   const mother = await phone(browser, server);
   const sister = await phone(browser, server);
+  const invitations = { mother: await server.invite(owner, url), sister: await server.invite(owner, url) };
   for (const [who, p] of [
     ['mother', mother],
     ['sister', sister],
   ]) {
     await p.page.goto(p.app);
-    await signIn(p.page, server.token('olena', `${who}-phone`));
-    const link = p.page.locator(`a.case-link[data-url="${url}"]`);
-    await link.getByText('Andrii Kovalenko').waitFor();
-    await link.click();
+    await signIn(p.page, server.token(who === 'mother' ? 'nina' : 'daria', 'phone'));
+    if (who === 'sister') {
+      await p.page.goto(p.app + '#invite=' + invitations.mother.code);
+      await p.page.locator('#invite-code').waitFor();
+      await p.page.getByRole('button', { name: 'Accept' }).click();
+      const refused = p.page.locator('form .error');
+      await refused.waitFor();
+      assert.match(await refused.innerText(), /already used/);
+      await screenshot(p.page, 'relatives-00-used-invitation-refused');
+    }
+    await p.page.goto(p.app + '#invite=' + invitations[who].code);
+    assert.equal(await p.page.locator('#invite-code').inputValue(), invitations[who].code);
+    await p.page.getByRole('button', { name: 'Accept' }).click();
     await p.page.locator('.case-title', { hasText: 'Andrii Kovalenko' }).waitFor();
     await waitForSync(p.page, 'saved');
     await waitForServiceWorker(p.page);

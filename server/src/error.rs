@@ -21,8 +21,9 @@ pub enum AppError {
     #[error("rate limited")]
     RateLimited,
     /// An invitation that was valid once: expired, revoked or used.
-    #[error("gone: {0}")]
-    Gone(&'static str),
+    /// (code, message), e.g. `invitation_used`.
+    #[error("gone: {1}")]
+    Gone(&'static str, &'static str),
     #[error("invalid JSON body")]
     BadJson(String),
     #[error("internal error: {0}")]
@@ -61,7 +62,7 @@ impl AppError {
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", *m),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", *m),
-            AppError::Gone(m) => (StatusCode::GONE, "gone", *m),
+            AppError::Gone(code, m) => (StatusCode::GONE, *code, *m),
             AppError::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -285,9 +285,15 @@ pub async fn accept_invitation(
                 .await;
             Err(match refusal {
                 InviteRefusal::Unknown => AppError::NotFound,
-                InviteRefusal::Expired => AppError::Gone("this invitation has expired"),
-                InviteRefusal::Revoked => AppError::Gone("this invitation was withdrawn"),
-                InviteRefusal::AlreadyUsed => AppError::Gone("this invitation was already used"),
+                InviteRefusal::Expired => {
+                    AppError::Gone("invitation_expired", "this invitation has expired")
+                }
+                InviteRefusal::Revoked => {
+                    AppError::Gone("invitation_revoked", "this invitation was withdrawn")
+                }
+                InviteRefusal::AlreadyUsed => {
+                    AppError::Gone("invitation_used", "this invitation was already used")
+                }
             })
         }
     }

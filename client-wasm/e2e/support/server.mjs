@@ -89,6 +89,16 @@ export async function startServer({ appDir = distDir } = {}) {
       if (res.status !== 201) throw new Error(`create case: HTTP ${res.status}`);
       return (await res.json()).id;
     },
+    /** An invitation to a case: `{ id, code, link }`. */
+    async invite(token, caseUrl) {
+      const res = await fetch(url + '/api/cases/' + encodeURIComponent(caseUrl) + '/invitations', {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+        body: '{}',
+      });
+      if (res.status !== 201) throw new Error(`invite: HTTP ${res.status}`);
+      return res.json();
+    },
     async getCase(token, id) {
       const res = await fetch(url + '/api/cases/' + encodeURIComponent(id), {
         headers: { Authorization: 'Bearer ' + token },
