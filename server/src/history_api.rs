@@ -1114,7 +1114,39 @@ async fn commit_as_coordinator(
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?
         .map_err(AppError::internal)?;
+    wait_logged(state, doc_id, &hashes).await?;
     Ok(hashes)
+}
+
+/// How long a coordinator's change may take to reach the change log.
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until `hashes` are in the change log: `Docs::merge` answers once
+/// the actor applied them and handed them to the group committer, and a
+/// coordinator's action is only confirmed once it is durable (as a
+/// device's change is only acknowledged then).
+async fn wait_logged(
+    state: &AppState,
+    doc: DocumentId,
+    hashes: &[ChangeHash],
+) -> Result<(), AppError> {
+    let log = ChangeLog::of(state);
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let (log, wanted) = (log.clone(), hashes.to_vec());
+        let stored = blocking(move || Ok(log.provenance(Which::Case, doc, &wanted)?.len())).await?;
+        if stored == hashes.len() {
+            return Ok(());
+        }
+        if start.elapsed() > DURABLE_TIMEOUT {
+            return Err(AppError::Unavailable(
+                "a coordinator's change was not stored in time".into(),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// `POST /api/cases/{id}/conflicts/resolve` with `{"path": "military.unit",

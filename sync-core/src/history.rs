@@ -405,13 +405,15 @@ fn show_scalar(s: &ScalarValue) -> Option<String> {
     })
 }
 
-/// `'a'`, `conflict between 'a' and 'b'`, `conflict between 'a', 'b' and
-/// (cleared)`.
+/// `'a'`, `conflict between 'a' and 'b'`, `conflict between (cleared), 'a'
+/// and 'b'`. Concurrent values are listed sorted, so a line does not depend
+/// on the actor ids that decide automerge's order.
 fn describe(values: &[Option<String>]) -> String {
-    let shown: Vec<String> = values
+    let mut shown: Vec<String> = values
         .iter()
         .map(|v| v.clone().unwrap_or_else(|| "(cleared)".to_owned()))
         .collect();
+    shown.sort();
     match shown.as_slice() {
         [] => "(empty)".to_owned(),
         [one] => one.clone(),
@@ -925,6 +927,11 @@ pub fn value_origins(doc: &Automerge) -> Result<Vec<ValueOrigin>, HistoryError> 
 /// every concurrent value, in one change of `doc`'s actor stamped with
 /// `message` and `now_ms`. Only plain values can be chosen; a clear
 /// (`null`) can be.
+///
+/// When the chosen value is automerge's winner, automerge 0.12 writes the
+/// change as deletes of the other values, so the value keeps its writer's
+/// op (and [`value_origins`] still names that writer); otherwise the
+/// change puts the value anew, under `doc`'s actor.
 pub fn resolve_conflict(
     doc: &mut Automerge,
     keys: &[&str],
@@ -1298,11 +1305,34 @@ mod tests {
             ),
             Err(HistoryError::CannotResolve { .. })
         ));
-        // The origins of the values name the resolving change.
+        // '72nd' was not automerge's winner: the resolution wrote it anew,
+        // so the value's origin is the resolving change.
         let origins = value_origins(&coordinator).unwrap();
         let unit = origins.iter().find(|o| o.path == "military.unit").unwrap();
         assert_eq!(unit.change, hash);
         assert!(!unit.conflicted);
+
+        // Choosing the winner ('93rd', actor 3 > actor 2) deletes the other
+        // value instead: the value keeps its writer.
+        let winner = conflict.values.last().unwrap();
+        assert_eq!(
+            winner.value,
+            Some(crate::model::RawValue::Str("93rd".into()))
+        );
+        let from_b = change_of_op(&doc, &winner.op).unwrap();
+        let mut coordinator = fork(&doc, 9);
+        resolve_conflict(
+            &mut coordinator,
+            &["military", "unit"],
+            &winner.op,
+            "r".into(),
+            5,
+        )
+        .unwrap();
+        assert!(crate::model::conflicts(&coordinator).is_empty());
+        let origins = value_origins(&coordinator).unwrap();
+        let unit = origins.iter().find(|o| o.path == "military.unit").unwrap();
+        assert_eq!(unit.change, from_b);
     }
 
     #[test]
