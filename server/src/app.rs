@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::docs::{Docs, DocsConfig, DocsHooks};
 use crate::identity::{ActorBindings, IdentityStore};
 use crate::metrics::Metrics;
-use crate::store::{SqliteConfig, Store, StoreConfig};
+use crate::store::{SqliteConfig, SqliteStorage, Storage, Store, StoreConfig};
 use crate::{api, history_api, members_api, ws};
 
 /// Shared by every request and connection. Cheap to clone.
@@ -108,6 +108,15 @@ impl AppState {
     /// Opens the data directory (creating the database and a development
     /// key on first start) and builds the state.
     pub async fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_wrapped(config, |storage| storage).await
+    }
+
+    /// Like [`Self::open`], with the storage backend passed through `wrap`
+    /// first (tests wrap it in `store::faults::FaultyStorage`).
+    pub async fn open_wrapped(
+        config: Config,
+        wrap: impl FnOnce(Arc<dyn Storage>) -> Arc<dyn Storage> + Send + 'static,
+    ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let keys = DevKeys::load_or_create(&config.data_dir)
@@ -123,9 +132,12 @@ impl AppState {
         let sqlite = SqliteConfig::new(config.data_dir.clone());
         let store = {
             let sqlite = sqlite.clone();
-            tokio::task::spawn_blocking(move || Store::open_sqlite(sqlite, StoreConfig::default()))
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))??
+            tokio::task::spawn_blocking(move || -> Result<Store, crate::store::StoreError> {
+                let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(sqlite)?);
+                Store::start(wrap(storage), StoreConfig::default())
+            })
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))??
         };
         // After the store: it creates the database and the audit_log table.
         let audit = {

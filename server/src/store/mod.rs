@@ -20,6 +20,7 @@
 
 mod committer;
 mod error;
+pub mod faults;
 mod metrics;
 pub mod schema;
 mod sqlite;

@@ -48,6 +48,38 @@ impl TestServer {
         Self::start_in(data_dir).await
     }
 
+    /// A server whose storage backend is `wrap`ped (fault injection).
+    pub async fn start_wrapped(
+        wrap: impl FnOnce(
+                std::sync::Arc<dyn casesync_server::store::Storage>,
+            ) -> std::sync::Arc<dyn casesync_server::store::Storage>
+            + Send
+            + 'static,
+    ) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let state = AppState::open_wrapped(Config::new(addr, data_dir.path().to_owned()), wrap)
+            .await
+            .expect("open server state");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(listener, state, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server ran and shut down cleanly");
+        });
+        Self {
+            addr,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// A server whose configuration `adjust` changed (limits, timeouts).
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -312,6 +344,7 @@ pub fn at<'a>(tree: &'a Value, path: &str) -> &'a Value {
 pub struct EngineDevice {
     pub device: Device,
     user: String,
+    device_name: String,
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
@@ -323,11 +356,13 @@ impl EngineDevice {
             .await
             .expect("engine device: WebSocket upgrade");
         let peer = PeerId::new(format!("user:{user}:{device}")).expect("peer id");
+        let device_name = device.to_owned();
         let mut device = Device::new(peer, None, Limits::default());
         device.connect();
         let mut me = Self {
             device,
             user: user.to_owned(),
+            device_name,
             ws,
         };
         me.pump_until("the server's `peer` reply", |d| d.is_connected())
@@ -413,6 +448,51 @@ impl EngineDevice {
                 DeviceEvent::Connected { .. } | DeviceEvent::DocChanged(_) => {}
             }
         }
+    }
+
+    /// Handles frames until the server closes the socket; the close code.
+    pub async fn wait_closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let _ = self.try_flush().await;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("engine device: the server never closed the socket"));
+            match next {
+                Some(Ok(Message::Binary(frame))) => {
+                    let _ = self.device.handle_frame(&frame);
+                }
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Reconnects after the server closed the socket, keeping every open
+    /// document and the sync state (as the phone does).
+    pub async fn reconnect(&mut self, server: &TestServer) {
+        self.device.disconnect();
+        let token = server.token(&self.user, &self.device_name);
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(&token))
+            .await
+            .expect("engine device: WebSocket upgrade");
+        self.ws = ws;
+        self.device.connect();
+        self.pump_until("the server's `peer` reply", |d| d.is_connected())
+            .await;
+    }
+
+    async fn try_flush(&mut self) -> Result<(), ()> {
+        while let Some(frame) = self.device.poll_transmit() {
+            self.ws
+                .send(Message::Binary(frame.into()))
+                .await
+                .map_err(drop)?;
+        }
+        while self.device.poll_store().is_some() {}
+        while self.device.poll_event().is_some() {}
+        Ok(())
     }
 
     pub async fn close(mut self) {
