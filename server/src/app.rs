@@ -171,6 +171,7 @@ impl AppState {
             DocsConfig {
                 limits: config.limits.clone(),
                 idle_unload: config.idle_unload,
+                panic_marker: config.test_panic_marker.clone(),
                 ..DocsConfig::default()
             },
             metrics.clone(),

@@ -21,6 +21,9 @@ pub struct Config {
     /// Token verification: the `[auth]` section of the config file, or
     /// `None` to trust only the data directory's development key.
     pub auth: Option<AuthFileConfig>,
+    /// Test-only: see `DocsConfig::panic_marker`. No flag or file key sets
+    /// it.
+    pub test_panic_marker: Option<String>,
     /// A document with no sessions for this long is unloaded.
     pub idle_unload: Duration,
     /// tungstenite's per-connection read buffer (its default is 128 KiB).
@@ -44,6 +47,7 @@ impl Config {
             limits: Limits::default(),
             rate: crate::ratelimit::RateLimits::default(),
             auth: None,
+            test_panic_marker: None,
             idle_unload: Duration::from_secs(60),
             ws_read_buffer: 8 * 1024,
             ping_interval: Duration::from_secs(20),

@@ -160,6 +160,10 @@ pub struct DocsConfig {
     /// (and when a document with new changes is unloaded), so a cold load
     /// reads one snapshot and a short tail.
     pub snapshot_every: usize,
+    /// Test-only hook (issue 8, panic isolation): an actor that receives a
+    /// change whose message is exactly this panics, as a bug would. Never
+    /// set outside tests; the CLI offers no way to set it.
+    pub panic_marker: Option<String>,
 }
 
 impl Default for DocsConfig {
@@ -169,6 +173,7 @@ impl Default for DocsConfig {
             idle_unload: Duration::from_secs(60),
             queue: 1024,
             snapshot_every: 500,
+            panic_marker: None,
         }
     }
 }
@@ -304,6 +309,7 @@ impl Docs {
             since_snapshot: tail,
             snapshot_covers,
             snapshot_every: self.inner.config.snapshot_every,
+            panic_marker: self.inner.config.panic_marker.clone(),
             hooks: self.inner.hooks.clone(),
             quarantined: HashMap::new(),
         };
@@ -514,6 +520,7 @@ struct Actor {
     since_snapshot: usize,
     snapshot_covers: Option<i64>,
     snapshot_every: usize,
+    panic_marker: Option<String>,
     hooks: DocsHooks,
     /// Connections in quarantine, by connection id.
     quarantined: HashMap<u64, QuarantinePeer>,
@@ -695,6 +702,12 @@ impl Actor {
                     }
                 }
                 for req in self.sync.take_persist_requests() {
+                    if let Some(marker) = &self.panic_marker {
+                        #[allow(clippy::panic)]
+                        if req.changes.iter().any(|c| c.message() == Some(marker)) {
+                            panic!("test hook: panic marker change received");
+                        }
+                    }
                     self.persist(req, &provenance, received_at_ms);
                 }
             }
