@@ -72,6 +72,8 @@ async fn a_panicking_case_closes_only_its_own_sessions_and_reloads() {
                 |_| CommitOptions::default().with_message(MARKER).with_time(now),
                 |tx| tx.put(automerge::ROOT, "marker", 1),
             )
+            .map(drop)
+            .map_err(|failure| failure.error)
         })
         .expect("open document")
         .expect("marker change");
