@@ -16,7 +16,7 @@ pub async fn check(data_dir: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?
 }
 
-fn check_blocking(data_dir: &Path) -> Result<(), String> {
+pub(crate) fn check_blocking(data_dir: &Path) -> Result<(), String> {
     let storage = SqliteStorage::open(SqliteConfig::new(data_dir.to_owned()))
         .map_err(|e| format!("cannot open the database: {e}"))?;
     storage

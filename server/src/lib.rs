@@ -19,6 +19,7 @@ pub mod identity;
 pub mod members_api;
 pub mod metrics;
 pub mod ratelimit;
+pub mod restore;
 pub mod store;
 pub mod ws;
 

@@ -74,6 +74,12 @@ enum Command {
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Restore a backup into an empty data directory (checked first).
+    Restore {
+        file: PathBuf,
+        #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Check the database's integrity and reload every case.
     Check {
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
@@ -290,6 +296,9 @@ async fn run(command: Command) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?,
         Command::Check { data_dir } => casesync_server::check::check(&data_dir).await,
+        Command::Restore { file, data_dir } => {
+            casesync_server::restore::restore(&file, &data_dir).await
+        }
         // Dispatched in `main`, for its exit codes.
         Command::Audit { .. } => Err("internal error: `audit` is dispatched in main".into()),
     }

@@ -86,6 +86,11 @@ impl TestServer {
         Self::start_configured(data_dir, adjust).await
     }
 
+    /// A server on an existing data directory (a restored backup).
+    pub async fn start_in_dir(data_dir: tempfile::TempDir) -> Self {
+        Self::start_in(data_dir).await
+    }
+
     async fn start_in(data_dir: tempfile::TempDir) -> Self {
         Self::start_configured(data_dir, |_| {}).await
     }
