@@ -55,6 +55,9 @@ pub struct ServerOptions {
     /// `CASESYNC_LOG`, the server's log filter. The log goes to
     /// `server.log` beside the data directory.
     pub log_filter: String,
+    /// Runs the server under `prlimit --as=BYTES` (a hard cap on its address
+    /// space: past it, allocations fail and the process aborts).
+    pub address_space_limit: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,7 @@ impl Default for ServerOptions {
             idle_unload_secs: None,
             max_frame_bytes: None,
             log_filter: "info".to_owned(),
+            address_space_limit: None,
         }
     }
 }
@@ -179,7 +183,14 @@ impl TestServer {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match self.options.address_space_limit {
+            Some(bytes) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--as={bytes}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -249,6 +260,21 @@ impl TestServer {
             async move { api.healthz().await.unwrap_or(false) }
         })
         .await
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// A field of the server's `/proc/PID/status` in KiB (`VmHWM`, the
+    /// peak resident set; `VmRSS`, the current one).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Starts the server again on the same data directory (on a new port).
