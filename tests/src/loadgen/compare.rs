@@ -101,6 +101,14 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
 
 fn get<'a>(v: &'a Value, workload: &str, path: &str) -> Option<&'a Value> {
     let w = v.get("workloads")?.get(workload)?;
+    // A server figure counts only if the server answered 200.
+    if let Some(rest) = path.strip_prefix("server.") {
+        let endpoint = rest.split('.').next()?;
+        let status = w.get("server")?.get(endpoint)?.get("status")?.as_u64();
+        if status != Some(200) {
+            return None;
+        }
+    }
     path.split('.').try_fold(w, |v, k| v.get(k))
 }
 

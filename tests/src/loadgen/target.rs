@@ -270,7 +270,12 @@ impl Target {
         let mut rng = StdRng::seed_from_u64(self.next_seed());
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            let id = DocumentId::from_bytes(rng.random());
+            // A UUID v4, as stock clients make (automerge-repo 1.x refuses
+            // document ids that are not UUIDs).
+            let mut bytes: [u8; 16] = rng.random();
+            bytes[6] = (bytes[6] & 0x0f) | 0x40;
+            bytes[8] = (bytes[8] & 0x3f) | 0x80;
+            let id = DocumentId::from_bytes(bytes);
             creator.open_empty(id);
             let init = CaseInit {
                 created_by: USER.to_owned(),
