@@ -44,6 +44,7 @@ export CASESYNC_BIN="$PWD/target/debug/casesync"
 
 step "cargo test (workspace)"
 cargo test --workspace
+scripts/bench.sh --smoke  # the load generator still works (tiny sizes, no timings asserted)
 
 step "browser: Debian's chromium (Playwright's own download does not work here)"
 if [ ! -x /usr/bin/chromium ]; then

@@ -19,8 +19,8 @@ use super::device::{self, Fleet, FleetOptions, SimDevice};
 use super::procwatch::{find_pid_by_port, ProcWatch};
 use super::LoadError;
 
-/// The user every simulated device belongs to (one user with many devices).
-pub const USER: &str = "bench";
+/// The user who creates every case (and so is a member of all of them).
+pub const OWNER: &str = "bench";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
@@ -44,12 +44,12 @@ impl ServerKind {
 struct Minter {
     bin: PathBuf,
     data_dir: PathBuf,
-    cache: Mutex<HashMap<(String, String), String>>,
+    cache: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Minter {
-    async fn mint(&self, device: &str, role: &str) -> Result<String, LoadError> {
-        let key = (device.to_owned(), role.to_owned());
+    async fn mint(&self, user: &str, device: &str, role: &str) -> Result<String, LoadError> {
+        let key = (user.to_owned(), device.to_owned(), role.to_owned());
         if let Some(t) = self
             .cache
             .lock()
@@ -63,7 +63,7 @@ impl Minter {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args([
-                "--user", USER, "--device", device, "--role", role, "--ttl", "6h",
+                "--user", user, "--device", device, "--role", role, "--ttl", "6h",
             ])
             .env_remove("CASESYNC_DATA_DIR")
             .env("CASESYNC_LOG", "warn")
@@ -185,28 +185,36 @@ impl Target {
         }
     }
 
-    /// A token for device `name` (none for the peer).
-    pub async fn token(&self, name: &str, role: &str) -> Result<Option<String>, LoadError> {
+    /// A token for `user`'s device `name` (none for the peer).
+    pub async fn token(
+        &self,
+        user: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<Option<String>, LoadError> {
         match &self.minter {
             None => Ok(None),
-            Some(m) => m.mint(name, role).await.map(Some),
+            Some(m) => m.mint(user, name, role).await.map(Some),
         }
     }
 
-    /// Tokens for many devices, minted a few at a time.
-    pub async fn tokens(&self, names: &[String]) -> Result<Vec<Option<String>>, LoadError> {
+    /// Tokens for many (user, device) pairs, minted a few at a time.
+    pub async fn tokens(
+        &self,
+        devices: &[(String, String)],
+    ) -> Result<Vec<Option<String>>, LoadError> {
         let Some(minter) = &self.minter else {
-            return Ok(vec![None; names.len()]);
+            return Ok(vec![None; devices.len()]);
         };
         let limit = Arc::new(Semaphore::new(6));
-        let mut tasks = Vec::with_capacity(names.len());
-        for name in names {
+        let mut tasks = Vec::with_capacity(devices.len());
+        for (user, name) in devices {
             let minter = minter.clone();
             let limit = limit.clone();
-            let name = name.clone();
+            let (user, name) = (user.clone(), name.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                minter.mint(&name, "relative").await
+                minter.mint(&user, &name, "relative").await
             }));
         }
         let mut out = Vec::with_capacity(tasks.len());
@@ -219,10 +227,43 @@ impl Target {
         Ok(out)
     }
 
-    /// A device of the bench user.
-    pub async fn device(&self, name: &str) -> Result<SimDevice, LoadError> {
-        let token = self.token(name, "relative").await?;
-        SimDevice::new(USER, name, token, self.next_seed())
+    /// A device of `user`.
+    pub async fn device(&self, user: &str, name: &str) -> Result<SimDevice, LoadError> {
+        let token = self.token(user, name, "relative").await?;
+        SimDevice::new(user, name, token, self.next_seed())
+    }
+
+    /// Makes each user a member of a case: casesync through an invitation
+    /// from the owner that the user accepts (a few at a time); the peer has
+    /// no membership at all. Each entry: the user's token and the case.
+    pub async fn grant(
+        &self,
+        memberships: &[(Option<String>, DocumentId)],
+    ) -> Result<(), LoadError> {
+        let Some(api) = &self.api else {
+            return Ok(());
+        };
+        let owner = self
+            .token(OWNER, "owner", "relative")
+            .await?
+            .ok_or_else(|| LoadError::other("no owner token".to_owned()))?;
+        let limit = Arc::new(Semaphore::new(8));
+        let mut tasks = Vec::with_capacity(memberships.len());
+        for (token, case) in memberships {
+            let Some(token) = token.clone() else {
+                continue;
+            };
+            let (api, owner, case, limit) = (api.clone(), owner.clone(), *case, limit.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                api.join_case(&owner, &token, &case).await
+            }));
+        }
+        for t in tasks {
+            t.await
+                .map_err(|e| LoadError::other(format!("invitation task: {e}")))??;
+        }
+        Ok(())
     }
 
     /// Creates `n` cases and learns the heads each starts from. casesync:
@@ -242,7 +283,7 @@ impl Target {
             .as_ref()
             .ok_or_else(|| LoadError::other("no API".to_owned()))?;
         let token = self
-            .token("owner", "relative")
+            .token(OWNER, "owner", "relative")
             .await?
             .ok_or_else(|| LoadError::other("no token".to_owned()))?;
         let mut ids = Vec::with_capacity(n);
@@ -266,7 +307,7 @@ impl Target {
     }
 
     async fn create_cases_by_device(&self, n: usize, tag: &str) -> Result<Cases, LoadError> {
-        let mut creator = self.device(&format!("creator-{tag}")).await?;
+        let mut creator = self.device(OWNER, &format!("creator-{tag}")).await?;
         let mut rng = StdRng::seed_from_u64(self.next_seed());
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
@@ -278,7 +319,7 @@ impl Target {
             let id = DocumentId::from_bytes(bytes);
             creator.open_empty(id);
             let init = CaseInit {
-                created_by: USER.to_owned(),
+                created_by: OWNER.to_owned(),
                 coordination: None,
             };
             creator.change(&id, None, |am| {

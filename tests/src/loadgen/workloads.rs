@@ -18,7 +18,7 @@ use sync_core::model;
 use super::device::{at_heads, converged, Fleet, Plan, Progress, Registry, SimDevice};
 use super::procwatch::{kib_to_mib, Phase};
 use super::stats::{round3, summary};
-use super::target::{Cases, Target, USER};
+use super::target::{Cases, Target, OWNER};
 use super::LoadError;
 
 /// The sizes of every workload (the CLI's defaults are the issue's).
@@ -132,23 +132,44 @@ fn status(failures: &[String]) -> &'static str {
     }
 }
 
-/// Makes devices `prefix0..` with `per` random cases each.
+/// Makes `n` devices, `group` per user (users `{prefix}0..`), each user a
+/// member of `per` random cases, which all its devices open.
 async fn make_devices(
     t: &Target,
     prefix: &str,
     n: usize,
+    group: usize,
     cases: &Cases,
     per: usize,
     rng: &mut StdRng,
 ) -> Result<Vec<SimDevice>, LoadError> {
-    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    let tokens = t.tokens(&names).await?;
+    let group = group.max(1);
+    let specs: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{prefix}{}", i / group), format!("p{}", i % group)))
+        .collect();
+    let tokens = t.tokens(&specs).await?;
     let per = per.min(cases.ids.len());
+    let users = n.div_ceil(group);
+    let user_cases: Vec<Vec<DocumentId>> = (0..users)
+        .map(|_| {
+            rand::seq::index::sample(rng, cases.ids.len(), per)
+                .into_iter()
+                .map(|i| cases.ids[i])
+                .collect()
+        })
+        .collect();
+    let memberships: Vec<(Option<String>, DocumentId)> = (0..users)
+        .flat_map(|u| {
+            let token = tokens.get(u * group).cloned().flatten();
+            user_cases[u].iter().map(move |c| (token.clone(), *c))
+        })
+        .collect();
+    t.grant(&memberships).await?;
     let mut devices = Vec::with_capacity(n);
-    for (name, token) in names.iter().zip(tokens) {
-        let mut d = SimDevice::new(USER, name, token, rng.random())?;
-        for i in rand::seq::index::sample(rng, cases.ids.len(), per) {
-            d.open_empty(cases.ids[i]);
+    for (i, ((user, name), token)) in specs.iter().zip(tokens).enumerate() {
+        let mut d = SimDevice::new(user, name, token, rng.random())?;
+        for doc in &user_cases[i / group] {
+            d.open_empty(*doc);
         }
         devices.push(d);
     }
@@ -186,7 +207,8 @@ async fn verify_server(
     expected: &BTreeMap<DocumentId, Vec<ChangeHash>>,
     timeout: Duration,
 ) -> Result<Option<String>, LoadError> {
-    let mut v = t.device(&format!("verify-{tag}")).await?;
+    // The owner created every case, so its devices may read them all.
+    let mut v = t.device(OWNER, &format!("verify-{tag}")).await?;
     for doc in expected.keys() {
         v.open_empty(*doc);
     }
@@ -234,7 +256,8 @@ pub async fn storm(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
     let setup = Instant::now();
     let mut rng = StdRng::seed_from_u64(t.next_seed());
     let cases = t.create_cases(s.cases, "storm").await?;
-    let devices = make_devices(t, "d", s.devices, &cases, s.cases_per_device, &mut rng).await?;
+    // One user per phone, as in a real storm.
+    let devices = make_devices(t, "s", s.devices, 1, &cases, s.cases_per_device, &mut rng).await?;
     let mut devices = fetch(t, devices, &cases.base, s.timeout).await?;
     let registry = Arc::new(Registry::default());
     for d in &mut devices {
@@ -300,8 +323,18 @@ pub async fn storm(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
 pub async fn idle(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
     let mut rng = StdRng::seed_from_u64(t.next_seed());
     let cases = t.create_cases(s.cases, "idle").await?;
-    let devices =
-        make_devices(t, "d", s.idle_devices, &cases, s.cases_per_device, &mut rng).await?;
+    // Ten devices per user keeps the number of invitations down; a user's
+    // devices share its cases.
+    let devices = make_devices(
+        t,
+        "i",
+        s.idle_devices,
+        10,
+        &cases,
+        s.cases_per_device,
+        &mut rng,
+    )
+    .await?;
     let n = devices.len();
     let watch = t.watch();
     // Let the server settle after the case creation before the baseline.
@@ -368,15 +401,24 @@ pub async fn idle(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
 pub async fn fanout(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
     let mut rng = StdRng::seed_from_u64(t.next_seed());
     let cases = t.create_cases(s.fanout_cases.max(1), "fanout").await?;
-    let names: Vec<String> = (0..s.fanout_users).map(|i| format!("d{i}")).collect();
-    let tokens = t.tokens(&names).await?;
+    // One user per device: casesync limits messages per user.
+    let specs: Vec<(String, String)> = (0..s.fanout_users)
+        .map(|i| (format!("f{i}"), "p0".to_owned()))
+        .collect();
+    let tokens = t.tokens(&specs).await?;
+    let memberships: Vec<(Option<String>, DocumentId)> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, tok)| (tok.clone(), cases.ids[i % cases.ids.len()]))
+        .collect();
+    t.grant(&memberships).await?;
     let period = Duration::from_secs_f64(1.0 / s.rate.max(0.001));
     let length = Duration::from_secs(s.duration_secs);
     let mut users_on: BTreeMap<DocumentId, usize> = BTreeMap::new();
     let mut devices = Vec::new();
-    for (i, (name, token)) in names.iter().zip(tokens).enumerate() {
+    for (i, ((user, name), token)) in specs.iter().zip(tokens).enumerate() {
         let doc = cases.ids[i % cases.ids.len()];
-        let mut d = SimDevice::new(USER, name, token, rng.random())?;
+        let mut d = SimDevice::new(user, name, token, rng.random())?;
         d.open_empty(doc);
         d.plan = Plan::Rate {
             doc,
@@ -478,7 +520,7 @@ pub async fn cold(t: &Target, s: &Sizes) -> Result<(Value, Option<ColdCase>), Lo
     let watch = t.watch();
     let rss_before = watch.and_then(|w| w.rss_kib());
 
-    let mut fresh = t.device("fresh-cold").await?;
+    let mut fresh = t.device(OWNER, "fresh-cold").await?;
     fresh.open_empty(doc);
     let phase = Phase::start(watch);
     let mut options = t.fleet_options(None);
@@ -573,8 +615,10 @@ async fn build_big_case(t: &Target, s: &Sizes) -> Result<(Value, Option<BigCase>
     let doc = cases.ids[0];
     let w = s.cold_writers.max(1);
     let mut writers = Vec::with_capacity(w);
+    let mut memberships = Vec::with_capacity(w);
     for i in 0..w {
-        let mut d = t.device(&format!("w{i}")).await?;
+        let mut d = t.device(&format!("w{i}"), "p0").await?;
+        memberships.push((t.token(&format!("w{i}"), "p0", "relative").await?, doc));
         d.open_empty(doc);
         let share = s.cold_changes / w + usize::from(i < s.cold_changes % w);
         d.plan = Plan::Bulk {
@@ -584,6 +628,7 @@ async fn build_big_case(t: &Target, s: &Sizes) -> Result<(Value, Option<BigCase>
         };
         writers.push(d);
     }
+    t.grant(&memberships).await?;
     // The bulk plans run without a registry (no arrival bookkeeping while
     // building); the changes are read back from the writers' copies below.
     let fleet = Fleet::launch(writers, &t.fleet_options(None));
@@ -694,7 +739,7 @@ pub async fn history(t: &Target, case: &ColdCase) -> Result<Value, LoadError> {
         }));
     };
     let admin = t
-        .token("admin", "admin")
+        .token("admin", "console", "admin")
         .await?
         .ok_or_else(|| LoadError::other("no admin token".to_owned()))?;
     let url = case.doc.to_url();
