@@ -35,8 +35,9 @@ pub(crate) fn check_blocking(data_dir: &Path) -> Result<(), String> {
                 .map_err(|e| format!("document {} snapshot: {e}", meta.id))?,
             None => automerge::Automerge::new(),
         };
+        let mut known = guard::KnownActors::from_doc(&doc);
         for c in &loaded.changes {
-            guard::load_changes(&mut doc, c, &limits)
+            guard::load_changes_known(&mut doc, c, &limits, &mut known)
                 .map_err(|e| format!("document {} change: {e}", meta.id))?;
             changes += 1;
         }

@@ -262,8 +262,10 @@ impl Docs {
                 Some(s) => guard::load_document(s, &limits).map_err(|e| e.to_string())?,
                 None => Automerge::new(),
             };
+            let mut known = guard::KnownActors::from_doc(&doc);
             for c in &loaded.changes {
-                guard::load_changes(&mut doc, c, &limits).map_err(|e| e.to_string())?;
+                guard::load_changes_known(&mut doc, c, &limits, &mut known)
+                    .map_err(|e| e.to_string())?;
             }
             Ok(doc)
         })
@@ -784,12 +786,9 @@ impl Actor {
                 }
             }
             Cmd::Merge { changes, reply } => {
-                let limits = self.sync.limits().clone();
                 let mut merged = 0;
                 for (bytes, provenance, received_at_ms) in changes {
-                    let result = self
-                        .sync
-                        .edit(|doc| guard::load_changes(doc, &bytes, &limits));
+                    let result = self.sync.load_changes(&bytes);
                     if let Err(e) = result {
                         let _ = reply.send(Err(e.to_string()));
                         return;

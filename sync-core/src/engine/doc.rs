@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::sync::State;
 use automerge::{Automerge, Change, ChangeHash};
 
-use crate::guard::{self, GuardError, Limits};
+use crate::guard::{self, GuardError, KnownActors, Limits};
 use crate::ids::PeerId;
 
 /// Changes that must be stored durably before anything is acknowledged.
@@ -51,6 +51,9 @@ pub struct DocSync {
     /// Heads of the document as of the last moment all its changes were
     /// durable.
     durable_heads: Vec<ChangeHash>,
+    /// The document's actors, for the guard that refuses changes naming
+    /// unknown ones (see `guard::KnownActors`).
+    known: KnownActors,
 }
 
 impl DocSync {
@@ -58,7 +61,9 @@ impl DocSync {
     /// storage, or fresh).
     pub fn new(doc: Automerge, limits: Limits) -> Self {
         let durable_heads = doc.get_heads();
+        let known = KnownActors::from_doc(&doc);
         Self {
+            known,
             doc,
             peers: BTreeMap::new(),
             limits,
@@ -132,9 +137,13 @@ impl DocSync {
             .peers
             .get_mut(peer)
             .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
-        if let Err(e) =
-            guard::receive_sync_message(&mut self.doc, &mut entry.state, data, &self.limits)
-        {
+        if let Err(e) = guard::receive_sync_message_known(
+            &mut self.doc,
+            &mut entry.state,
+            data,
+            &self.limits,
+            &mut self.known,
+        ) {
             if matches!(
                 e,
                 GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. }
@@ -158,8 +167,24 @@ impl DocSync {
     pub fn edit<T>(&mut self, f: impl FnOnce(&mut Automerge) -> T) -> T {
         let heads_before = self.doc.get_heads();
         let out = f(&mut self.doc);
+        self.known.learn(&self.doc, &heads_before);
         self.queue_new_changes(&heads_before, None);
         out
+    }
+
+    /// Applies stored or accepted change bytes through the guards, queued
+    /// for persistence like a local edit.
+    pub fn load_changes(&mut self, bytes: &[u8]) -> Result<usize, GuardError> {
+        let heads_before = self.doc.get_heads();
+        let result = guard::load_changes_known(&mut self.doc, bytes, &self.limits, &mut self.known);
+        if matches!(
+            result,
+            Err(GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. })
+        ) {
+            self.in_flight.insert(u64::MAX);
+        }
+        self.queue_new_changes(&heads_before, None);
+        result
     }
 
     fn queue_new_changes(&mut self, heads_before: &[ChangeHash], from: Option<PeerId>) {

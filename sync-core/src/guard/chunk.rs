@@ -43,10 +43,13 @@ pub(crate) struct ChunkBudget {
     /// An upper bound on the operations the chunks hold: per chunk, the
     /// longest logical column.
     pub(crate) ops: u64,
-    /// The author (actor id bytes) of every change chunk seen, in order.
-    pub(crate) change_actors: Vec<Vec<u8>>,
+    /// The header of every change chunk seen, in order.
+    pub(crate) change_headers: Vec<ChangeHeader>,
     /// Number of document chunks seen.
     pub(crate) document_chunks: usize,
+    /// The document chunks seen, whole (for the actor check, which loads
+    /// them on a scratch document).
+    pub(crate) document_bytes: Vec<Vec<u8>>,
     /// The most expanded bytes allowed in total, and the limit's name.
     total_limit: usize,
     total_limit_name: &'static str,
@@ -58,8 +61,9 @@ impl ChunkBudget {
             expanded_bytes: 0,
             chunks: 0,
             ops: 0,
-            change_actors: Vec::new(),
+            change_headers: Vec::new(),
             document_chunks: 0,
+            document_bytes: Vec::new(),
             total_limit,
             total_limit_name,
         }
@@ -124,6 +128,7 @@ fn check_one_chunk(
     budget: &mut ChunkBudget,
 ) -> Result<(), GuardError> {
     let start = reader.remaining();
+    let whole = reader.rest();
     let magic = reader.take(4, "chunk magic bytes")?;
     if magic != MAGIC {
         return Err(GuardError::Malformed(
@@ -138,9 +143,10 @@ fn check_one_chunk(
     match chunk_type {
         CHUNK_CHANGE => {
             budget.add(header_len + body_len)?;
-            let (ops, actor) = check_change_body(body, limits)?;
+            let (ops, mut header) = check_change_body(body, limits)?;
+            header.hash = change_hash(body);
             budget.ops = budget.ops.saturating_add(ops);
-            budget.change_actors.push(actor);
+            budget.change_headers.push(header);
             Ok(())
         }
         CHUNK_COMPRESSED => {
@@ -156,15 +162,21 @@ fn check_one_chunk(
                 .take(cap)
                 .read_to_end(&mut inflated)
                 .map_err(|_| GuardError::Malformed("compressed change is not valid DEFLATE"))?;
-            let (ops, actor) = check_change_body(&inflated, limits)?;
+            let (ops, mut header) = check_change_body(&inflated, limits)?;
+            header.hash = change_hash(&inflated);
             budget.ops = budget.ops.saturating_add(ops);
-            budget.change_actors.push(actor);
+            budget.change_headers.push(header);
             Ok(())
         }
         CHUNK_DOCUMENT => {
             budget.add(header_len)?;
             budget.document_chunks += 1;
-            check_document_body(body, limits, budget)
+            check_document_body(body, limits, budget)?;
+            let len = start - reader.remaining();
+            budget
+                .document_bytes
+                .push(whole.get(..len).unwrap_or_default().to_vec());
+            Ok(())
         }
         CHUNK_BUNDLE => {
             budget.add(header_len)?;
@@ -193,17 +205,56 @@ pub(crate) fn inflated_size(
 }
 
 /// The body of a change chunk, as `Change::parse_following_header` reads it.
-/// Returns an upper bound on its operations, and its author's actor id.
-fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, Vec<u8>), GuardError> {
+/// Who wrote a change chunk, at which seq, naming which other actors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChangeHeader {
+    /// The change hash (SHA-256 of the uncompressed change chunk).
+    pub(crate) hash: [u8; 32],
+    pub(crate) deps: Vec<[u8; 32]>,
+    pub(crate) author: Vec<u8>,
+    pub(crate) seq: u64,
+    pub(crate) others: Vec<Vec<u8>>,
+}
+
+/// Automerge's change hash: SHA-256 over the chunk type (1), the LEB128
+/// length and the uncompressed body.
+fn change_hash(body: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut prefix = vec![CHUNK_CHANGE];
+    let mut len = body.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            prefix.push(byte);
+            break;
+        }
+        prefix.push(byte | 0x80);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&prefix);
+    hasher.update(body);
+    hasher.finalize().into()
+}
+
+/// Returns an upper bound on its operations, and its header.
+fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, ChangeHeader), GuardError> {
     let mut r = Reader::new(body);
-    r.hashes("change dependencies (max_heads)", limits.max_heads)?;
+    let dep_count = r.hashes("change dependencies (max_heads)", limits.max_heads)?;
+    let consumed = body.len() - r.remaining();
+    let deps: Vec<[u8; 32]> = body
+        .get(consumed - dep_count * 32..consumed)
+        .unwrap_or_default()
+        .chunks_exact(32)
+        .filter_map(|h| h.try_into().ok())
+        .collect();
     let author = r
         .length_prefixed(
             "change actor id (max_actor_id_bytes)",
             limits.max_actor_id_bytes,
         )?
         .to_vec();
-    r.uleb("change seq")?;
+    let seq = r.uleb("change seq")?;
     if r.uleb("change start op")? == 0 {
         return Err(GuardError::Malformed("change start op is zero"));
     }
@@ -220,11 +271,15 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, Vec<u8>), Gua
         limits.max_chunk_actors,
         1,
     )?;
+    let mut others = Vec::with_capacity(other_actors);
     for _ in 0..other_actors {
-        r.length_prefixed(
-            "change actor id (max_actor_id_bytes)",
-            limits.max_actor_id_bytes,
-        )?;
+        others.push(
+            r.length_prefixed(
+                "change actor id (max_actor_id_bytes)",
+                limits.max_actor_id_bytes,
+            )?
+            .to_vec(),
+        );
     }
     let columns = read_columns(&mut r, limits)?;
     if columns.any_deflated {
@@ -265,7 +320,16 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, Vec<u8>), Gua
             count: r.remaining(),
         });
     }
-    Ok((ops, author))
+    Ok((
+        ops,
+        ChangeHeader {
+            hash: [0; 32],
+            deps,
+            author,
+            seq,
+            others,
+        },
+    ))
 }
 
 /// Column specifications (column id << 4 | type, without the deflate bit)
@@ -786,6 +850,28 @@ mod tests {
 
     fn budget() -> ChunkBudget {
         ChunkBudget::new(1 << 20, "max_decompressed_message_bytes")
+    }
+
+    #[test]
+    fn change_hashes_are_automerges() {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "unit", "93rd brigade")
+            .expect("a put");
+        let change = doc.get_changes(&[]).remove(0);
+        let limits = Limits::default();
+        let mut budget = budget();
+        check_chunks(change.raw_bytes(), &limits, &mut budget).expect("a real change");
+        assert_eq!(budget.change_headers[0].hash, change.hash().0);
+        assert!(budget.change_headers[0].deps.is_empty());
+        assert_eq!(budget.change_headers[0].seq, 1);
+        // The next change depends on the first.
+        doc.put(automerge::ROOT, "rank", "sergeant").expect("a put");
+        let second = doc.get_changes(&[change.hash()]).remove(0);
+        let mut budget = super::tests::budget();
+        check_chunks(second.raw_bytes(), &limits, &mut budget).expect("a real change");
+        assert_eq!(budget.change_headers[0].hash, second.hash().0);
+        assert_eq!(budget.change_headers[0].deps, vec![change.hash().0]);
     }
 
     #[test]

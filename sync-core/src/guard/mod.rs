@@ -32,6 +32,7 @@
 //! write (actor binding, membership) and do not rate-limit; those belong to
 //! the engine and the server.
 
+mod actors;
 mod cbor;
 mod chunk;
 mod error;
@@ -44,6 +45,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ReadDoc};
 
+pub use actors::KnownActors;
 pub use cbor::check_cbor;
 pub use error::GuardError;
 pub use limits::Limits;
@@ -112,15 +114,43 @@ pub fn receive_sync_message(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<(), GuardError> {
-    let summary = check_sync_message(bytes, limits)?;
+    let mut known = KnownActors::from_doc(doc);
+    receive_sync_message_known(doc, state, bytes, limits, &mut known)
+}
+
+/// [`receive_sync_message`] with the document's [`KnownActors`] kept by
+/// the caller (and updated here), so a message costs no walk of the
+/// document's history.
+pub fn receive_sync_message_known(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    bytes: &[u8],
+    limits: &Limits,
+    known: &mut KnownActors,
+) -> Result<(), GuardError> {
+    let (summary, budget) = sync_message::walk_sync_message(bytes, limits)?;
     check_document_size(0, saturating_usize(summary.expanded_change_bytes), limits)?;
     check_incoming_ops(doc, summary.ops, limits)?;
+    check_actors(doc, &budget, limits, known)?;
+    let heads = doc.get_heads();
     catch_automerge(|| {
         let message = sync::Message::decode(bytes).map_err(automerge_error)?;
         doc.receive_sync_message(state, message)
             .map_err(automerge_error)
     })??;
+    known.learn(doc, &heads);
     check_ops(doc, limits)
+}
+
+/// See the `actors` module: every actor a change names must be known.
+fn check_actors(
+    doc: &Automerge,
+    budget: &ChunkBudget,
+    limits: &Limits,
+    known: &mut KnownActors,
+) -> Result<(), GuardError> {
+    let batch = actors::batch_changes(doc, &budget.change_headers, &budget.document_bytes, limits)?;
+    actors::check_batch(doc, batch, known)
 }
 
 /// Generates the next sync message for the peer behind `state`, with
@@ -169,6 +199,19 @@ pub fn load_changes(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<usize, GuardError> {
+    let mut known = KnownActors::from_doc(doc);
+    load_changes_known(doc, bytes, limits, &mut known)
+}
+
+/// [`load_changes`] with the document's [`KnownActors`] kept by the caller
+/// (and updated here): loading a long change log costs no walk of the
+/// history per change.
+pub fn load_changes_known(
+    doc: &mut Automerge,
+    bytes: &[u8],
+    limits: &Limits,
+    known: &mut KnownActors,
+) -> Result<usize, GuardError> {
     if bytes.len() > limits.max_decompressed_message_bytes {
         return Err(GuardError::TooLong {
             what: "changes to load (max_decompressed_message_bytes)",
@@ -182,7 +225,10 @@ pub fn load_changes(
     );
     check_chunks(bytes, limits, &mut budget)?;
     check_incoming_ops(doc, budget.ops, limits)?;
+    check_actors(doc, &budget, limits, known)?;
+    let heads = doc.get_heads();
     catch_automerge(|| doc.load_incremental(bytes))?.map_err(automerge_error)?;
+    known.learn(doc, &heads);
     check_ops(doc, limits)?;
     Ok(budget.chunks)
 }

@@ -24,6 +24,11 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
+    /// What is left, without consuming it.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.remaining() == 0
     }

@@ -73,7 +73,11 @@ pub struct MessageAuthors {
 pub fn sync_message_authors(bytes: &[u8], limits: &Limits) -> Result<MessageAuthors, GuardError> {
     let (_, budget) = walk_sync_message(bytes, limits)?;
     Ok(MessageAuthors {
-        change_actors: budget.change_actors,
+        change_actors: budget
+            .change_headers
+            .into_iter()
+            .map(|h| h.author)
+            .collect(),
         document_chunks: budget.document_chunks,
     })
 }
@@ -86,7 +90,7 @@ pub fn check_sync_message(bytes: &[u8], limits: &Limits) -> Result<SyncMessageSu
     walk_sync_message(bytes, limits).map(|(summary, _)| summary)
 }
 
-fn walk_sync_message(
+pub(crate) fn walk_sync_message(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<(SyncMessageSummary, ChunkBudget), GuardError> {
