@@ -16,7 +16,7 @@ const PEERS: usize = 100;
 fn fanout(c: &mut Criterion) {
     let mut server = support::case_with_edits(1_000, 2);
     let mut replica = server.fork().with_actor(support::actor(3));
-    let (server_state, mut replica_state) = support::sync_pair(&mut server, &mut replica);
+    let (server_state, replica_state) = support::sync_pair(&mut server, &mut replica);
     let persisted = server_state.encode();
     // What an in-sync peer sends when it (re)joins: its heads, nothing new.
     let hello = {
