@@ -215,7 +215,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "wall_s": self.wall_s,
             "server_cpu_s": self.server_cpu_s,
