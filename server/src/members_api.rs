@@ -325,24 +325,36 @@ pub async fn revoke_member(
     let auth = authenticated(&state, auth)?;
     let case = case_for(&state, &auth, &id)?;
     require_coordinator(&state, &auth, &case)?;
+    end_membership(
+        &state,
+        &auth,
+        case,
+        user,
+        &[MemberRole::Creator, MemberRole::Relative],
+        AuditKind::MemberRevoked,
+    )
+    .await
+}
+
+/// Ends `user`'s membership of `case` if it has one of `roles`: the row
+/// first, then the index, then the live connections, then the audit log.
+async fn end_membership(
+    state: &AppState,
+    auth: &Authenticated,
+    case: DocumentId,
+    user: String,
+    roles: &'static [MemberRole],
+    kind: AuditKind,
+) -> Result<Response, AppError> {
     valid_user(&user)?;
     let identity = state.inner.identity.clone();
     let by = auth.identity.user().to_string();
     let now = now_ms();
-    let revoked = {
+    let ended = {
         let user = user.clone();
-        blocking(move || {
-            identity.revoke_member(
-                case,
-                &user,
-                &[MemberRole::Creator, MemberRole::Relative],
-                &by,
-                now,
-            )
-        })
-        .await?
+        blocking(move || identity.revoke_member(case, &user, roles, &by, now)).await?
     };
-    if !revoked {
+    if !ended {
         return Err(AppError::NotFound);
     }
     state.inner.acl.revoke_member(case, &user);
@@ -354,7 +366,7 @@ pub async fn revoke_member(
         .inner
         .audit
         .record(
-            AuditEvent::new(AuditKind::MemberRevoked)
+            AuditEvent::new(kind)
                 .by(&auth.identity)
                 .doc(case)
                 .subject(user),
@@ -412,34 +424,15 @@ pub async fn remove_coordinator(
     let auth = authenticated(&state, auth)?;
     require_admin(&auth)?;
     let case = case_for(&state, &auth, &id)?;
-    valid_user(&user)?;
-    let identity = state.inner.identity.clone();
-    let by = auth.identity.user().to_string();
-    let now = now_ms();
-    let removed = {
-        let user = user.clone();
-        blocking(move || identity.revoke_member(case, &user, &[MemberRole::Coordinator], &by, now))
-            .await?
-    };
-    if !removed {
-        return Err(AppError::NotFound);
-    }
-    state.inner.acl.revoke_member(case, &user);
-    let _ = state.inner.revocations.send(Revocation::Member {
-        user: user.clone(),
+    end_membership(
+        &state,
+        &auth,
         case,
-    });
-    state
-        .inner
-        .audit
-        .record(
-            AuditEvent::new(AuditKind::CoordinatorRemoved)
-                .by(&auth.identity)
-                .doc(case)
-                .subject(user),
-        )
-        .await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+        user,
+        &[MemberRole::Coordinator],
+        AuditKind::CoordinatorRemoved,
+    )
+    .await
 }
 
 // ----- devices -------------------------------------------------------------
