@@ -506,7 +506,8 @@ async function showBlame(dd, path, atHash) {
     const authors = [];
     const text = h('div', { class: 'blame' });
     for (const s of blame.spans) {
-      const who = s.author?.user ? `${s.author.user} · ${s.author.device}` : 'unknown';
+      const author = blame.authors[s.change] || {};
+      const who = author.user ? `${author.user} · ${author.device}` : 'unknown';
       if (!authors.includes(who)) authors.push(who);
       text.append(
         h(
@@ -514,7 +515,7 @@ async function showBlame(dd, path, atHash) {
           {
             'data-author': who,
             'data-author-index': authors.indexOf(who) % 4,
-            title: `${who}, ${fmtTime(s.author?.committed_at_ms ?? s.author?.received_at_ms)}`,
+            title: `${who}, ${fmtTime(author.committed_at_ms ?? author.received_at_ms)}`,
           },
           s.text,
         ),

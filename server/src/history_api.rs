@@ -59,7 +59,7 @@ use axum::Json;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sync_core::history::{self, HistoryError};
+use sync_core::history::{self, HistoryError, Snapshot};
 use sync_core::ids::DocumentId;
 use sync_core::model::{self, Edit, Field, ItemId, OfficialStatusField, RawValue, Status};
 
@@ -456,56 +456,42 @@ impl ChangeLog {
     }
 
     /// Heads covering every change of `doc` logged up to `log_seq` (see the
-    /// module documentation).
+    /// module documentation), from the document's log index.
     fn heads_at(&self, doc: DocumentId, log_seq: i64) -> Result<Vec<ChangeHash>, AppError> {
-        self.with(|c| {
-            // SQLite takes the bare column `hash` from the row holding max(seq).
-            let mut stmt = c.prepare_cached(
-                "SELECT hash, max(seq) FROM changes WHERE doc_id = ?1 AND log_seq <= ?2 \
-                 GROUP BY actor",
-            )?;
-            let rows = stmt.query_map(params![doc.as_bytes().as_slice(), log_seq], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })?;
-            let mut heads = Vec::new();
-            for hash in rows {
-                if let Ok(h) = ChangeHash::try_from(hash?.as_slice()) {
-                    heads.push(h);
-                }
-            }
-            heads.sort();
-            Ok(heads)
-        })
+        self.indexed(doc, |index| index.heads_at(log_seq))
     }
 
-    /// Provenance of the given changes of `doc`.
+    /// Runs `f` on the log index of `doc`, brought up to date first.
+    fn indexed<T>(&self, doc: DocumentId, f: impl FnOnce(&LogIndex) -> T) -> Result<T, AppError> {
+        let index = log_index(&self.path, doc);
+        let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM changes WHERE doc_id = ?1 AND log_seq > ?2 \
+                 ORDER BY log_seq"
+            ))?;
+            let mut rows = stmt.query(params![doc.as_bytes().as_slice(), index.end])?;
+            while let Some(r) = rows.next()? {
+                index.push(Self::row(Which::Case, r, false)?);
+            }
+            Ok(())
+        })?;
+        Ok(f(&index))
+    }
+
+    /// Provenance of the given changes of `doc`, from its log index.
     fn provenance(
         &self,
         which: Which,
         doc: DocumentId,
         hashes: &[ChangeHash],
     ) -> Result<HashMap<ChangeHash, LogRow>, AppError> {
-        let mut out = HashMap::new();
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS} FROM changes WHERE doc_id = ?1 AND hash = ?2"
-            ))?;
-            for hash in hashes {
-                if out.contains_key(hash) {
-                    continue;
-                }
-                if let Some(row) = stmt
-                    .query_row(params![doc.as_bytes().as_slice(), hash.0.as_slice()], |r| {
-                        Self::row(which, r, false)
-                    })
-                    .optional()?
-                {
-                    out.insert(*hash, row);
-                }
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        self.indexed(doc, |index| {
+            hashes
+                .iter()
+                .filter_map(|h| index.row(which, h).map(|r| (*h, r)))
+                .collect()
+        })
     }
 
     /// Every row of `doc`, without the change bytes.
@@ -519,6 +505,114 @@ impl ChangeLog {
             rows.collect()
         })
     }
+}
+
+/// One document's change log in memory, in log order: what points in
+/// history and provenance lookups need, without the change bytes. The log
+/// is append-only, so what is read once stays true; the index is extended
+/// with the rows logged since, and points in history are computed from it
+/// instead of scanning the log on every request.
+#[derive(Debug, Default)]
+struct LogIndex {
+    /// The highest log position read.
+    end: i64,
+    actors: Vec<Vec<u8>>,
+    /// Distinct `(user, device)` pairs.
+    people: Vec<(String, String)>,
+    rows: Vec<IndexRow>,
+    by_hash: HashMap<ChangeHash, usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexRow {
+    log_seq: i64,
+    actor: u32,
+    seq: i64,
+    hash: ChangeHash,
+    person: u32,
+    received_at_ms: i64,
+}
+
+fn intern<T: PartialEq>(all: &mut Vec<T>, value: T) -> u32 {
+    let i = match all.iter().position(|x| *x == value) {
+        Some(i) => i,
+        None => {
+            all.push(value);
+            all.len() - 1
+        }
+    };
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl LogIndex {
+    fn push(&mut self, row: LogRow) {
+        let actor = intern(&mut self.actors, row.actor);
+        let person = intern(&mut self.people, (row.user, row.device));
+        self.by_hash.insert(row.hash, self.rows.len());
+        self.rows.push(IndexRow {
+            log_seq: row.log_seq,
+            actor,
+            seq: row.seq,
+            hash: row.hash,
+            person,
+            received_at_ms: row.received_at_ms,
+        });
+        self.end = self.end.max(row.log_seq);
+    }
+
+    /// Per actor, its change with the highest `seq` logged up to `log_seq`.
+    fn heads_at(&self, log_seq: i64) -> Vec<ChangeHash> {
+        let upto = self.rows.partition_point(|r| r.log_seq <= log_seq);
+        let mut best: Vec<Option<(i64, ChangeHash)>> = vec![None; self.actors.len()];
+        for r in &self.rows[..upto] {
+            if let Some(slot) = best.get_mut(r.actor as usize) {
+                if slot.is_none_or(|(s, _)| r.seq > s) {
+                    *slot = Some((r.seq, r.hash));
+                }
+            }
+        }
+        let mut heads: Vec<ChangeHash> = best.into_iter().flatten().map(|(_, h)| h).collect();
+        heads.sort();
+        heads
+    }
+
+    /// The log row of `hash`, without its bytes.
+    fn row(&self, which: Which, hash: &ChangeHash) -> Option<LogRow> {
+        let r = self.rows.get(*self.by_hash.get(hash)?)?;
+        let (user, device) = self.people.get(r.person as usize)?.clone();
+        Some(LogRow {
+            log_seq: r.log_seq,
+            which,
+            hash: r.hash,
+            actor: self.actors.get(r.actor as usize)?.clone(),
+            seq: r.seq,
+            user,
+            device,
+            received_at_ms: r.received_at_ms,
+            bytes: None,
+        })
+    }
+}
+
+/// The most documents whose log index is kept.
+const MAX_INDEXED_DOCS: usize = 16;
+
+type IndexKey = (PathBuf, DocumentId);
+
+/// The log index of a document of a server (its database file). A static
+/// for the same reason as [`read_windows`]: the router's state is shared.
+fn log_index(db: &FsPath, doc: DocumentId) -> std::sync::Arc<Mutex<LogIndex>> {
+    static INDEXES: OnceLock<Mutex<HashMap<IndexKey, std::sync::Arc<Mutex<LogIndex>>>>> =
+        OnceLock::new();
+    let mut all = INDEXES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let key = (db.to_owned(), doc);
+    if !all.contains_key(&key) && all.len() >= MAX_INDEXED_DOCS {
+        all.clear();
+    }
+    all.entry(key).or_default().clone()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -679,7 +773,8 @@ fn raw_json(v: &RawValue) -> Value {
     }
 }
 
-/// Conflicts of one document with who wrote each value. Blocking.
+/// Conflicts of one document (now, or at `heads`) with who wrote each
+/// value. Blocking.
 fn conflicts_json(
     log: &ChangeLog,
     which: Which,
@@ -687,10 +782,21 @@ fn conflicts_json(
     doc: &Automerge,
     heads: Option<&[ChangeHash]>,
 ) -> Result<Value, AppError> {
-    let conflicts = match heads {
-        Some(h) => model::conflicts_at(doc, h).map_err(AppError::internal)?,
-        None => model::conflicts(doc),
-    };
+    let conflicts = Snapshot::read(doc, heads)
+        .and_then(|s| s.conflicts(doc))
+        .map_err(history_error)?;
+    conflicts_with_authors(log, which, doc_id, doc, &conflicts)
+}
+
+/// Conflicts as JSON, each value with the change, user and device that
+/// wrote it. Blocking.
+fn conflicts_with_authors(
+    log: &ChangeLog,
+    which: Which,
+    doc_id: DocumentId,
+    doc: &Automerge,
+    conflicts: &[model::Conflict],
+) -> Result<Value, AppError> {
     let changes: Vec<Option<ChangeHash>> = conflicts
         .iter()
         .flat_map(|c| c.values.iter().map(|v| history::change_of_op(doc, &v.op)))
@@ -874,16 +980,17 @@ pub async fn at(
     audit_read(&state, &auth.identity, Some(docs.case), "at").await;
     let log = ChangeLog::of(&state);
     let body = blocking(move || {
-        history::check_heads(&doc, &point.heads).map_err(history_error)?;
+        let snapshot = Snapshot::read(&doc, Some(&point.heads)).map_err(history_error)?;
         let change = decode(&point.row);
-        let conflicts = conflicts_json(&log, point.row.which, doc_id, &doc, Some(&point.heads))?;
+        let conflicts = snapshot.conflicts(&doc).map_err(history_error)?;
+        let conflicts = conflicts_with_authors(&log, point.row.which, doc_id, &doc, &conflicts)?;
         Ok(json!({
             "case": docs.case.to_url(),
             "doc": point.row.which.as_str(),
             "view": match view { View::Server => "server", View::Author => "author" },
             "change": change_json(&point.row, change.as_ref(), &doc),
             "heads": heads_json(&point.heads),
-            "state": sync_core::view::to_json(&doc, Some(&point.heads)),
+            "state": snapshot.to_json(),
             "conflicts": conflicts,
         }))
     })
@@ -937,8 +1044,8 @@ pub async fn diff(
             .as_ref()
             .map(|p| p.heads.clone())
             .unwrap_or_else(|| doc.get_heads());
-        let lines = history::readable_diff(&doc, &before, &after).map_err(history_error)?;
-        let patches = history::patches(&doc, &before, &after).map_err(history_error)?;
+        let history::Difference { lines, patches } =
+            history::difference(&doc, &before, &after).map_err(history_error)?;
         let end = |p: &Option<Point>, heads: &[ChangeHash]| match p {
             Some(p) => json!({
                 "hash": p.row.hash.to_string(),
@@ -965,7 +1072,9 @@ pub async fn diff(
 // ----- blame --------------------------------------------------------------------------
 
 /// `GET /api/cases/{id}/blame?path=disappearance.circumstances[&at=HASH]`:
-/// who wrote each span of a narrative (now, or at a point).
+/// who wrote each span of a narrative (now, or at a point): `spans` name
+/// the change that wrote them, `authors` give each change's user, device
+/// and times.
 pub async fn blame(
     State(state): State<AppState>,
     auth: Result<Authenticated, AuthRejection>,
@@ -1004,6 +1113,13 @@ pub async fn blame(
         let hashes: Vec<ChangeHash> = spans.iter().filter_map(|s| s.change).collect();
         let rows = log.provenance(which, doc_id, &hashes)?;
         let text: String = spans.iter().map(|s| s.text.as_str()).collect();
+        // Each change's author once; spans name their change.
+        let mut authors = serde_json::Map::new();
+        for hash in &hashes {
+            authors
+                .entry(hash.to_string())
+                .or_insert_with(|| provenance_json(Some(*hash), &rows, &doc));
+        }
         Ok(json!({
             "case": docs.case.to_url(),
             "doc": which.as_str(),
@@ -1015,8 +1131,9 @@ pub async fn blame(
                 "length": s.length,
                 "text": s.text,
                 "actor": s.actor,
-                "author": provenance_json(s.change, &rows, &doc),
+                "change": s.change.map(|h| h.to_string()),
             })).collect::<Vec<_>>(),
+            "authors": authors,
         }))
     })
     .await?;
@@ -1351,11 +1468,15 @@ pub async fn coordinator_cases(
                 changes += n;
                 last = last.max(l);
             }
-            let view = sync_core::view::to_json(&case_doc, None);
-            let mut conflicts = model::conflicts(&case_doc).len();
+            let now = Snapshot::read(&case_doc, None).map_err(history_error)?;
+            let view = now.to_json();
+            let mut conflicts = now.conflicts(&case_doc).map_err(history_error)?.len();
             let (status, set_at) = match &coordination_doc {
                 Some(doc) => {
-                    conflicts += model::conflicts(doc).len();
+                    conflicts += Snapshot::read(doc, None)
+                        .and_then(|s| s.conflicts(doc))
+                        .map_err(history_error)?
+                        .len();
                     let read = model::read_coordination(doc).ok();
                     let official = read.as_ref().map(|c| &c.official_status);
                     (
@@ -1401,7 +1522,7 @@ fn export_doc(
     let rows = log.all(which, doc_id)?;
     let by_hash: HashMap<ChangeHash, LogRow> = rows.iter().map(|r| (r.hash, r.clone())).collect();
     let origins = history::value_origins(doc).map_err(history_error)?;
-    let state = sync_core::view::to_json(doc, None);
+    let state = Snapshot::read(doc, None).map_err(history_error)?.to_json();
     let part = json!({
         "id": doc_id.to_url(),
         "heads": heads_json(&doc.get_heads()),

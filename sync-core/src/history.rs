@@ -20,16 +20,17 @@
 //! [`catch_automerge`]: the document was merged from devices, and a panic
 //! must become an error, not a dead server thread.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use automerge::iter::{DocItem, Span};
 use automerge::{
     Automerge, Change, ChangeHash, ObjId, ObjType, Patch, PatchAction, Prop, ReadDoc, ScalarValue,
-    Value,
+    Value, ValueRef,
 };
 use serde_json::{json, Value as Json};
 
 use crate::guard::catch_automerge;
-use crate::model::{Collection, FieldKind, Section, MAX_WALK_DEPTH};
+use crate::model::{Collection, Conflict, FieldKind, RawValue, Section, Versioned, MAX_WALK_DEPTH};
 use crate::view::scalar_json;
 
 /// Item bookkeeping keys: not fields, shown as "added", "deleted" and
@@ -319,6 +320,278 @@ pub fn summarize_change(doc: &Automerge, change: &Change) -> Result<OpsSummary, 
     })
 }
 
+// -------------------------------------------------------------- snapshots
+
+/// Deepest nesting a snapshot expands, as [`crate::view::to_json`]: a case
+/// is a few levels deep, and a hostile document must not recurse us off the
+/// stack.
+const MAX_DEPTH: usize = 32;
+
+/// A value of the document as a snapshot holds it.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Scalar(ScalarValue),
+    Map {
+        id: ObjId,
+        entries: BTreeMap<String, Entry>,
+    },
+    List(Vec<Entry>),
+    Text {
+        id: ObjId,
+        text: String,
+    },
+    /// Nested deeper than [`MAX_DEPTH`]: not expanded.
+    Cut,
+}
+
+/// A key's (or list element's) winning value.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    val: Val,
+    /// Other values are held concurrently.
+    conflict: bool,
+}
+
+/// What automerge's document iterator yields for one object.
+#[derive(Debug, Clone, PartialEq)]
+enum Items {
+    Map(BTreeMap<String, Item>),
+    List(Vec<Item>),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Item {
+    value: Result<ScalarValue, (ObjType, ObjId)>,
+    conflict: bool,
+}
+
+/// The whole document as it stood at some heads, read in one pass of
+/// automerge's document iterator (far cheaper than a `get` per key), with
+/// every key that holds concurrent values flagged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    root: Val,
+    heads: Option<Vec<ChangeHash>>,
+    /// What the iterator yielded, by object: the difference reads from it.
+    objects: HashMap<ObjId, Items>,
+}
+
+impl Snapshot {
+    /// The document now (`None`) or at `heads`.
+    pub fn read(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Self, HistoryError> {
+        if let Some(h) = heads {
+            check_heads(doc, h)?;
+        }
+        caught(|| {
+            let mut objects: HashMap<ObjId, Items> = HashMap::new();
+            let mut current: Option<(std::sync::Arc<ObjId>, Items)> = None;
+            for item in doc.iter_at(ObjId::Root, heads) {
+                // An object's items come together; the map is touched once
+                // per object, not per item.
+                if current.as_ref().is_none_or(|(obj, _)| *obj != item.obj) {
+                    if let Some((obj, items)) = current.take() {
+                        objects.insert((*obj).clone(), items);
+                    }
+                    let items = match &item.item {
+                        DocItem::Map(_) => Items::Map(BTreeMap::new()),
+                        DocItem::List(_) => Items::List(Vec::new()),
+                        DocItem::Text(_) => Items::Text(String::new()),
+                    };
+                    current = Some((item.obj.clone(), items));
+                }
+                let Some((_, items)) = current.as_mut() else {
+                    continue;
+                };
+                let entry = |value: &ValueRef<'_>, id: ObjId, conflict: bool| Item {
+                    value: match value {
+                        ValueRef::Scalar(s) => Ok(ScalarValue::from(s.clone())),
+                        ValueRef::Object(t) => Err((*t, id)),
+                    },
+                    conflict,
+                };
+                match (items, item.item) {
+                    (Items::Map(v), DocItem::Map(m)) => {
+                        v.insert(m.key.to_string(), entry(&m.value, m.id(), m.conflict));
+                    }
+                    (Items::List(v), DocItem::List(l)) => {
+                        v.push(entry(&l.value, l.id(), l.conflict));
+                    }
+                    (Items::Text(t), DocItem::Text(Span::Text { text, .. })) => t.push_str(&text),
+                    (Items::Text(t), DocItem::Text(Span::Block(_))) => t.push('\u{fffc}'),
+                    _ => {}
+                }
+            }
+            if let Some((obj, items)) = current.take() {
+                objects.insert((*obj).clone(), items);
+            }
+            Snapshot {
+                root: build(&objects, ObjType::Map, ObjId::Root, 0),
+                heads: heads.map(<[ChangeHash]>::to_vec),
+                objects,
+            }
+        })
+    }
+
+    /// The document as JSON, exactly as [`crate::view::to_json`] gives it.
+    pub fn to_json(&self) -> Json {
+        val_json(&self.root)
+    }
+
+    /// Every key with concurrent values, as [`crate::model::conflicts`]
+    /// lists them; only those keys are read value by value.
+    pub fn conflicts(&self, doc: &Automerge) -> Result<Vec<Conflict>, HistoryError> {
+        caught(|| {
+            let mut out = Vec::new();
+            self.collect_conflicts(doc, &self.root, &mut Vec::new(), &mut out);
+            out
+        })
+    }
+
+    fn collect_conflicts(
+        &self,
+        doc: &Automerge,
+        val: &Val,
+        keys: &mut Vec<String>,
+        out: &mut Vec<Conflict>,
+    ) {
+        // The same depth as `model::conflicts`.
+        if keys.len() >= MAX_WALK_DEPTH {
+            return;
+        }
+        let Val::Map { id, entries } = val else {
+            return;
+        };
+        for (key, entry) in entries {
+            keys.push(key.clone());
+            if entry.conflict {
+                let values = match &self.heads {
+                    Some(h) => doc.get_all_at(id, key.as_str(), h),
+                    None => doc.get_all(id, key.as_str()),
+                }
+                .unwrap_or_default();
+                let text = |obj: &ObjId| {
+                    match &self.heads {
+                        Some(h) => doc.text_at(obj, h),
+                        None => doc.text(obj),
+                    }
+                    .unwrap_or_default()
+                };
+                out.push(Conflict {
+                    path: keys.join("."),
+                    keys: keys.clone(),
+                    values: values
+                        .iter()
+                        .map(|(value, op)| Versioned {
+                            value: raw_value(value, op, text),
+                            actor: actor_of(op),
+                            op: op.to_string(),
+                        })
+                        .collect(),
+                });
+            }
+            self.collect_conflicts(doc, &entry.val, keys, out);
+            keys.pop();
+        }
+    }
+
+    /// The entry at a path of keys.
+    fn entry(&self, keys: &[&str]) -> Option<&Entry> {
+        let (last, parents) = keys.split_last()?;
+        let mut val = &self.root;
+        for key in parents {
+            match val {
+                Val::Map { entries, .. } => val = &entries.get(*key)?.val,
+                _ => return None,
+            }
+        }
+        match val {
+            Val::Map { entries, .. } => entries.get(*last),
+            _ => None,
+        }
+    }
+
+    /// The text of a narrative (or string register) at a path.
+    pub fn text(&self, keys: &[&str]) -> Option<String> {
+        match &self.entry(keys)?.val {
+            Val::Text { text, .. } => Some(text.clone()),
+            Val::Scalar(ScalarValue::Str(s)) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn raw_value(value: &Value<'_>, id: &ObjId, text: impl Fn(&ObjId) -> String) -> Option<RawValue> {
+    Some(match value {
+        Value::Object(ObjType::Text) => RawValue::Text(text(id)),
+        Value::Object(ObjType::Map | ObjType::Table) => RawValue::Map,
+        Value::Object(ObjType::List) => RawValue::List,
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => RawValue::Str(s.to_string()),
+            ScalarValue::Int(i) => RawValue::Int(*i),
+            ScalarValue::Uint(u) => RawValue::Uint(*u),
+            ScalarValue::F64(f) => RawValue::F64(*f),
+            ScalarValue::Boolean(b) => RawValue::Bool(*b),
+            ScalarValue::Timestamp(t) => RawValue::Timestamp(*t),
+            ScalarValue::Counter(c) => RawValue::Counter(i64::from(c)),
+            ScalarValue::Bytes(b) => RawValue::Bytes(b.clone()),
+            ScalarValue::Unknown { .. } => RawValue::Unknown,
+            ScalarValue::Null => return None,
+        },
+    })
+}
+
+fn build(objects: &HashMap<ObjId, Items>, ty: ObjType, id: ObjId, depth: usize) -> Val {
+    if depth > MAX_DEPTH {
+        return Val::Cut;
+    }
+    let child = |item: &Item| Entry {
+        val: match &item.value {
+            Ok(s) => Val::Scalar(s.clone()),
+            Err((t, obj)) => build(objects, *t, obj.clone(), depth + 1),
+        },
+        conflict: item.conflict,
+    };
+    match (ty, objects.get(&id)) {
+        (ObjType::Text, Some(Items::Text(text))) => Val::Text {
+            id,
+            text: text.clone(),
+        },
+        (ObjType::Text, _) => Val::Text {
+            id,
+            text: String::new(),
+        },
+        (ObjType::List, Some(Items::List(items))) => Val::List(items.iter().map(child).collect()),
+        (ObjType::List, _) => Val::List(Vec::new()),
+        (_, Some(Items::Map(items))) => Val::Map {
+            entries: items
+                .iter()
+                .map(|(k, item)| (k.clone(), child(item)))
+                .collect(),
+            id,
+        },
+        (_, _) => Val::Map {
+            id,
+            entries: BTreeMap::new(),
+        },
+    }
+}
+
+fn val_json(val: &Val) -> Json {
+    match val {
+        Val::Scalar(s) => scalar_json(s),
+        Val::Map { entries, .. } => Json::Object(
+            entries
+                .iter()
+                .map(|(k, e)| (k.clone(), val_json(&e.val)))
+                .collect(),
+        ),
+        Val::List(items) => Json::Array(items.iter().map(|e| val_json(&e.val)).collect()),
+        Val::Text { text, .. } => Json::String(text.clone()),
+        Val::Cut => Json::Null,
+    }
+}
+
 // ------------------------------------------------------- readable diff
 
 /// One line of a readable difference.
@@ -330,34 +603,68 @@ pub struct DiffLine {
     pub text: String,
 }
 
-/// One side of a difference: the document as it stood at `heads`.
+/// One side of a difference: the document as it stood at `heads`, read
+/// key by key (only where the patches say something changed).
 #[derive(Clone, Copy)]
 struct Side<'a> {
     doc: &'a Automerge,
     heads: &'a [ChangeHash],
+    /// For a wide difference, the whole side read in one pass; keys in
+    /// conflict are still read value by value.
+    snapshot: Option<&'a Snapshot>,
 }
 
 impl<'a> Side<'a> {
+    fn map_items(&self, obj: &ObjId) -> Option<&'a BTreeMap<String, Item>> {
+        match self.snapshot?.objects.get(obj) {
+            Some(Items::Map(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     fn keys(&self, obj: Option<&ObjId>) -> BTreeSet<String> {
-        obj.map(|o| self.doc.keys_at(o, self.heads).collect())
-            .unwrap_or_default()
+        let Some(obj) = obj else {
+            return BTreeSet::new();
+        };
+        match self.snapshot {
+            Some(_) => self
+                .map_items(obj)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            None => self.doc.keys_at(obj, self.heads).collect(),
+        }
     }
 
     fn values(&self, obj: Option<&ObjId>, key: &str) -> Vec<(Value<'a>, ObjId)> {
-        obj.and_then(|o| self.doc.get_all_at(o, key, self.heads).ok())
+        let Some(obj) = obj else {
+            return Vec::new();
+        };
+        if self.snapshot.is_some() {
+            match self.map_items(obj).and_then(|m| m.get(key)) {
+                None => return Vec::new(),
+                Some(item) if !item.conflict => {
+                    return vec![match &item.value {
+                        // A scalar's op id is not needed by the difference.
+                        Ok(s) => (
+                            Value::Scalar(std::borrow::Cow::Owned(s.clone())),
+                            ObjId::Root,
+                        ),
+                        Err((t, id)) => (Value::Object(*t), id.clone()),
+                    }];
+                }
+                Some(_) => {}
+            }
+        }
+        self.doc
+            .get_all_at(obj, key, self.heads)
             .unwrap_or_default()
     }
 
     fn text(&self, obj: &ObjId) -> String {
-        self.doc.text_at(obj, self.heads).unwrap_or_default()
-    }
-
-    /// The winning value's object, if it is a map.
-    fn map_of(values: &[(Value<'_>, ObjId)]) -> Option<ObjId> {
-        match values.last() {
-            Some((Value::Object(ObjType::Map | ObjType::Table), id)) => Some(id.clone()),
-            _ => None,
+        if let Some(Items::Text(t)) = self.snapshot.and_then(|s| s.objects.get(obj)) {
+            return t.clone();
         }
+        self.doc.text_at(obj, self.heads).unwrap_or_default()
     }
 
     /// Whether the item `obj` is soft-deleted here.
@@ -450,29 +757,6 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// Characters inserted and deleted in a text between the two sides, from
-/// automerge's patches of that one object.
-fn text_counts(
-    doc: &Automerge,
-    obj: &ObjId,
-    before: &[ChangeHash],
-    after: &[ChangeHash],
-) -> Option<(usize, usize)> {
-    let patches = doc.diff_obj(obj, before, after, false).ok()?;
-    let mut inserted = 0;
-    let mut deleted = 0;
-    for patch in patches {
-        match patch.action {
-            PatchAction::SpliceText { value, .. } => {
-                inserted += value.make_string().chars().count();
-            }
-            PatchAction::DeleteSeq { length, .. } => deleted += length,
-            _ => {}
-        }
-    }
-    Some((inserted, deleted))
-}
-
 /// Inserted and deleted characters between two strings when no patches
 /// apply (the text object itself changed): everything between the common
 /// prefix and suffix.
@@ -489,9 +773,61 @@ fn trimmed_counts(before: &str, after: &str) -> (usize, usize) {
     (a.len() - prefix - suffix, b.len() - prefix - suffix)
 }
 
+/// The paths automerge's patches name, as a tree of keys: the walk only
+/// goes where something changed.
+#[derive(Debug, Default)]
+struct Touched(BTreeMap<String, Touched>);
+
+impl Touched {
+    /// Number of paths, counting every prefix.
+    fn size(&self) -> usize {
+        self.0.values().map(|t| 1 + t.size()).sum()
+    }
+
+    fn add(&mut self, keys: impl IntoIterator<Item = String>) {
+        let mut node = self;
+        for key in keys {
+            node = node.0.entry(key).or_default();
+        }
+    }
+}
+
+/// Nothing changed below.
+static UNTOUCHED: Touched = Touched(BTreeMap::new());
+
+/// Characters inserted and deleted per text object, from the patches.
+type TextCounts = HashMap<ObjId, (usize, usize)>;
+
+fn touched_by(patches: &[Patch]) -> (Touched, TextCounts) {
+    let mut touched = Touched::default();
+    let mut counts = TextCounts::new();
+    for patch in patches {
+        let mut keys: Vec<String> = patch.path.iter().map(|(_, p)| prop_key(p)).collect();
+        match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                keys.push(key.clone());
+            }
+            PatchAction::Conflict { prop } | PatchAction::Increment { prop, .. } => {
+                keys.push(prop_key(prop));
+            }
+            PatchAction::SpliceText { value, .. } => {
+                counts.entry(patch.obj.clone()).or_default().0 +=
+                    value.make_string().chars().count();
+            }
+            PatchAction::DeleteSeq { length, .. } => {
+                counts.entry(patch.obj.clone()).or_default().1 += length;
+            }
+            PatchAction::PutSeq { .. } | PatchAction::Insert { .. } | PatchAction::Mark { .. } => {}
+        }
+        touched.add(keys);
+    }
+    (touched, counts)
+}
+
 struct Differ<'a> {
     before: Side<'a>,
     after: Side<'a>,
+    counts: &'a TextCounts,
     lines: Vec<DiffLine>,
 }
 
@@ -503,21 +839,36 @@ impl Differ<'_> {
         });
     }
 
-    fn map(&mut self, keys: &mut Vec<String>, before: Option<&ObjId>, after: Option<&ObjId>) {
+    /// The maps `before` and `after` at `keys`, where `touched` says what
+    /// changed below them (`None`: read everything).
+    fn map(
+        &mut self,
+        keys: &mut Vec<String>,
+        before: Option<&ObjId>,
+        after: Option<&ObjId>,
+        touched: Option<&Touched>,
+    ) {
         if keys.len() > MAX_WALK_DEPTH {
             return;
         }
         let node = classify(keys);
         if let Node::Collection(_) = node {
-            return self.collection(keys, before, after);
+            return self.collection(keys, before, after, touched);
         }
-        let mut all = self.before.keys(before);
-        all.extend(self.after.keys(after));
+        let all: BTreeSet<String> = match touched {
+            Some(t) => t.0.keys().cloned().collect(),
+            None => {
+                let mut all = self.before.keys(before);
+                all.extend(self.after.keys(after));
+                all
+            }
+        };
         for key in ordered(node, all) {
             let b = self.before.values(before, &key);
             let a = self.after.values(after, &key);
+            let below = touched.map(|t| t.0.get(&key).unwrap_or(&UNTOUCHED));
             keys.push(key);
-            self.entry(keys, &b, &a);
+            self.entry(keys, &b, &a, below);
             keys.pop();
         }
     }
@@ -527,6 +878,7 @@ impl Differ<'_> {
         keys: &mut Vec<String>,
         before: &[(Value<'_>, ObjId)],
         after: &[(Value<'_>, ObjId)],
+        touched: Option<&Touched>,
     ) {
         let node = classify(keys);
         if node == Node::Bookkeeping {
@@ -536,17 +888,30 @@ impl Differ<'_> {
             Some((Value::Object(t), id)) => Some((*t, id.clone())),
             _ => None,
         };
+        let is_map = |k: &Option<(ObjType, ObjId)>| {
+            matches!(k, None | Some((ObjType::Map | ObjType::Table, _)))
+        };
         let path = keys.join(".");
-        match (kind(before), kind(after)) {
+        let (bk, ak) = (kind(before), kind(after));
+        match (&bk, &ak) {
             (Some((ObjType::Text, b)), Some((ObjType::Text, a))) => {
-                let (old, new) = (self.before.text(&b), self.after.text(&a));
-                if old != new {
-                    let (ins, del) = if a == b {
-                        text_counts(self.after.doc, &a, self.before.heads, self.after.heads)
-                            .unwrap_or_else(|| trimmed_counts(&old, &new))
-                    } else {
-                        trimmed_counts(&old, &new)
-                    };
+                let counted = if a == b {
+                    self.counts.get(a).copied()
+                } else {
+                    None
+                };
+                let (ins, del) = match counted {
+                    Some(c) => c,
+                    None => {
+                        let (old, new) = (self.before.text(b), self.after.text(a));
+                        if old == new {
+                            (0, 0)
+                        } else {
+                            trimmed_counts(&old, &new)
+                        }
+                    }
+                };
+                if ins > 0 || del > 0 {
                     self.line(
                         keys,
                         format!("{path}: text edited, +{ins} −{del} characters"),
@@ -554,22 +919,25 @@ impl Differ<'_> {
                 }
             }
             (None, Some((ObjType::Text, a))) if before.is_empty() => {
-                let new = self.after.text(&a);
-                if !new.is_empty() {
-                    let n = new.chars().count();
+                let n = self.after.text(a).chars().count();
+                if n > 0 {
                     self.line(keys, format!("{path}: text edited, +{n} −0 characters"));
                 }
             }
-            (b, a)
-                if matches!(b, None | Some((ObjType::Map | ObjType::Table, _)))
-                    && matches!(a, None | Some((ObjType::Map | ObjType::Table, _)))
-                    && (b.is_some() || a.is_some()) =>
-            {
-                let (b, a) = (Side::map_of(before), Side::map_of(after));
+            _ if is_map(&bk) && is_map(&ak) && (bk.is_some() || ak.is_some()) => {
+                let (b, a) = (bk.map(|(_, id)| id), ak.map(|(_, id)| id));
                 if node == Node::Field(FieldKind::SourceIds) {
                     self.source_ids(keys, b.as_ref(), a.as_ref());
                 } else {
-                    self.map(keys, b.as_ref(), a.as_ref());
+                    // A map that appeared, went away or was replaced is
+                    // read whole.
+                    let whole = b != a;
+                    self.map(
+                        keys,
+                        b.as_ref(),
+                        a.as_ref(),
+                        if whole { None } else { touched },
+                    );
                 }
             }
             _ => {
@@ -603,8 +971,22 @@ impl Differ<'_> {
         keys: &mut Vec<String>,
         before: Option<&ObjId>,
         after: Option<&ObjId>,
+        touched: Option<&Touched>,
     ) {
-        let (b, a) = (self.before.keys(before), self.after.keys(after));
+        // Only items the patches name can have appeared or gone; a large
+        // collection is not listed whole for that.
+        let (b, a): (BTreeSet<String>, BTreeSet<String>) = match touched {
+            Some(t) => {
+                let exists = |side: &Side<'_>, obj: Option<&ObjId>| -> BTreeSet<String> {
+                    t.0.keys()
+                        .filter(|id| !side.values(obj, id).is_empty())
+                        .cloned()
+                        .collect()
+                };
+                (exists(&self.before, before), exists(&self.after, after))
+            }
+            None => (self.before.keys(before), self.after.keys(after)),
+        };
         let path = keys.join(".");
         let added = a.difference(&b).count();
         if added > 0 {
@@ -617,9 +999,10 @@ impl Differ<'_> {
                 format!("{path}: −{}", plural(removed, "item", "items")),
             );
         }
-        for id in b.intersection(&a) {
-            let bi = Side::map_of(&self.before.values(before, id));
-            let ai = Side::map_of(&self.after.values(after, id));
+        let ids: Vec<&String> = b.intersection(&a).collect();
+        for id in ids {
+            let bi = winner_map(&self.before.values(before, id));
+            let ai = winner_map(&self.after.values(after, id));
             keys.push(id.clone());
             let was = self.before.is_deleted(bi.as_ref());
             let is = self.after.is_deleted(ai.as_ref());
@@ -629,31 +1012,127 @@ impl Differ<'_> {
             } else if was && !is {
                 self.line(keys, format!("{item}: restored"));
             }
-            self.map(keys, bi.as_ref(), ai.as_ref());
+            let below = touched.map(|t| t.0.get(id).unwrap_or(&UNTOUCHED));
+            let whole = bi != ai;
+            self.map(
+                keys,
+                bi.as_ref(),
+                ai.as_ref(),
+                if whole { None } else { below },
+            );
             keys.pop();
         }
     }
 }
 
+/// A readable difference with automerge's patches, computed together: the
+/// patches say which paths changed, and only those are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub lines: Vec<DiffLine>,
+    /// automerge's patches as JSON (see [`patches`]).
+    pub patches: Json,
+}
+
 /// The readable, field-by-field difference between the document at
 /// `before` and at `after` (either may be empty: before anything was
-/// written). Registers with concurrent values list them all.
+/// written), and automerge's patches between them. Registers with
+/// concurrent values list them all.
+pub fn difference(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Result<Difference, HistoryError> {
+    difference_in(doc, before, after, None)
+}
+
+/// Above this many changed paths, both sides are read whole in one pass
+/// each ([`Snapshot`]) instead of key by key.
+const WIDE_DIFFERENCE: usize = 256;
+
+/// [`difference`], reading whole snapshots when `wide` says so (or, for
+/// `None`, when the patches name more than [`WIDE_DIFFERENCE`] paths).
+fn difference_in(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+    wide: Option<bool>,
+) -> Result<Difference, HistoryError> {
+    check_heads(doc, before)?;
+    check_heads(doc, after)?;
+    let patches = caught(|| doc.diff(before, after))?;
+    let (touched, counts) = touched_by(&patches);
+    let snapshots = if wide.unwrap_or(touched.size() > WIDE_DIFFERENCE) {
+        Some((
+            Snapshot::read(doc, Some(before))?,
+            Snapshot::read(doc, Some(after))?,
+        ))
+    } else {
+        None
+    };
+    caught(|| {
+        let mut differ = Differ {
+            before: Side {
+                doc,
+                heads: before,
+                snapshot: snapshots.as_ref().map(|s| &s.0),
+            },
+            after: Side {
+                doc,
+                heads: after,
+                snapshot: snapshots.as_ref().map(|s| &s.1),
+            },
+            counts: &counts,
+            lines: Vec::new(),
+        };
+        differ.map(
+            &mut Vec::new(),
+            Some(&ObjId::Root),
+            Some(&ObjId::Root),
+            Some(&touched),
+        );
+        Difference {
+            lines: differ.lines,
+            patches: Json::Array(patches.iter().map(patch_json).collect()),
+        }
+    })
+}
+
+/// The readable lines of [`difference`].
 pub fn readable_diff(
     doc: &Automerge,
     before: &[ChangeHash],
     after: &[ChangeHash],
 ) -> Result<Vec<DiffLine>, HistoryError> {
-    check_heads(doc, before)?;
-    check_heads(doc, after)?;
-    caught(|| {
-        let mut differ = Differ {
-            before: Side { doc, heads: before },
-            after: Side { doc, heads: after },
-            lines: Vec::new(),
-        };
-        differ.map(&mut Vec::new(), Some(&ObjId::Root), Some(&ObjId::Root));
-        differ.lines
-    })
+    difference(doc, before, after).map(|d| d.lines)
+}
+
+/// The readable difference found by reading the whole document at both
+/// points, without patches: what [`difference`] must agree with.
+#[cfg(test)]
+fn full_diff(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<DiffLine> {
+    let counts = TextCounts::new();
+    let mut differ = Differ {
+        before: Side {
+            doc,
+            heads: before,
+            snapshot: None,
+        },
+        after: Side {
+            doc,
+            heads: after,
+            snapshot: None,
+        },
+        counts: &counts,
+        lines: Vec::new(),
+    };
+    differ.map(
+        &mut Vec::new(),
+        Some(&ObjId::Root),
+        Some(&ObjId::Root),
+        None,
+    );
+    differ.lines
 }
 
 /// automerge's patches from `before` to `after`, as JSON in the shape
@@ -779,6 +1258,14 @@ fn resolve<'a>(
     .ok()?
 }
 
+/// The winning value's object, if it is a map.
+fn winner_map(values: &[(Value<'_>, ObjId)]) -> Option<ObjId> {
+    match values.last() {
+        Some((Value::Object(ObjType::Map | ObjType::Table), id)) => Some(id.clone()),
+        _ => None,
+    }
+}
+
 fn actor_of(id: &ObjId) -> String {
     match id {
         ObjId::Root => String::new(),
@@ -820,20 +1307,38 @@ pub fn blame(
 }
 
 fn text_blame(doc: &Automerge, heads: Option<&[ChangeHash]>, text: &ObjId) -> Vec<BlameSpan> {
-    let items: Vec<_> = match heads {
-        Some(h) => doc.list_range_at(text, .., h).collect(),
-        None => doc.list_range(text, ..).collect(),
+    let items = match heads {
+        Some(h) => doc.list_range_at(text, .., h),
+        None => doc.list_range(text, ..),
     };
     let mut spans: Vec<BlameSpan> = Vec::new();
     let mut position = 0;
+    // The change of the previous character and the op counters it covers:
+    // characters typed in one splice have consecutive counters, so most
+    // characters need no lookup.
+    let mut current: Option<(ObjId, u64, u64, Option<ChangeHash>)> = None;
     for item in items {
         let id = item.id();
         let chunk = match &item.value {
-            automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => s.to_string(),
+            ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => s.to_string(),
             _ => "\u{fffc}".to_owned(),
         };
         let chars = chunk.chars().count();
-        let change = doc.hash_for_opid(&id);
+        let (counter, same_actor) = match (&id, &current) {
+            (ObjId::Id(ctr, actor, _), Some((ObjId::Id(_, cur, _), start, end, _))) => {
+                (*ctr, actor == cur && (*start..=*end).contains(ctr))
+            }
+            (ObjId::Id(ctr, _, _), None) => (*ctr, false),
+            _ => (0, false),
+        };
+        if !same_actor {
+            let change = doc.hash_for_opid(&id);
+            let (start, end) = change
+                .and_then(|h| doc.get_change_meta_by_hash(&h))
+                .map_or((counter, counter), |m| (m.start_op, m.max_op));
+            current = Some((id.clone(), start, end, change));
+        }
+        let change = current.as_ref().and_then(|c| c.3);
         match spans.last_mut() {
             Some(last) if last.change == change && change.is_some() => {
                 last.text.push_str(&chunk);
@@ -908,7 +1413,7 @@ pub fn value_origins(doc: &Automerge) -> Result<Vec<ValueOrigin>, HistoryError> 
                     }
                 }
             }
-            if let Some(map) = Side::map_of(&values) {
+            if let Some(map) = winner_map(&values) {
                 walk(doc, &map, keys, out);
             }
             keys.pop();
@@ -1352,6 +1857,137 @@ mod tests {
             })),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_snapshot_reads_like_view_and_model_at_every_point() {
+        let mut doc = new_case();
+        let mut points = vec![doc.get_heads()];
+        edit(&mut doc, &splice(CIRCUMSTANCES, 0, 0, "Lost near Bakhmut."));
+        edit(&mut doc, &add_entry("t1", "Last call"));
+        points.push(doc.get_heads());
+        let mut a = fork(&doc, 2);
+        let mut b = fork(&doc, 3);
+        edit(&mut a, &set(UNIT, "72nd"));
+        edit(&mut a, &splice(CIRCUMSTANCES, 0, 4, "Gone"));
+        edit(&mut b, &set(UNIT, "93rd"));
+        edit(
+            &mut b,
+            &Edit::DeleteItem {
+                item: timeline("t1"),
+            },
+        );
+        points.push(a.get_heads());
+        doc.merge(&mut a).unwrap();
+        doc.merge(&mut b).unwrap();
+        points.push(doc.get_heads());
+        // A concurrent clear and set of an item's field, and a stock-JS
+        // style scalar string where a narrative would be.
+        let mut c = fork(&doc, 4);
+        edit(
+            &mut c,
+            &Edit::SetItemField {
+                item: timeline("t1"),
+                field: ItemField::Timeline(TimelineField::Place),
+                value: FieldValue::Null,
+            },
+        );
+        edit(
+            &mut doc,
+            &Edit::SetItemField {
+                item: timeline("t1"),
+                field: ItemField::Timeline(TimelineField::Place),
+                value: FieldValue::Str("Izium".into()),
+            },
+        );
+        doc.merge(&mut c).unwrap();
+        points.push(doc.get_heads());
+        for heads in &points {
+            let snapshot = Snapshot::read(&doc, Some(heads)).unwrap();
+            assert_eq!(snapshot.to_json(), crate::view::to_json(&doc, Some(heads)));
+            assert_eq!(
+                snapshot.conflicts(&doc).unwrap(),
+                crate::model::conflicts_at(&doc, heads).unwrap()
+            );
+        }
+        let now = Snapshot::read(&doc, None).unwrap();
+        assert_eq!(now.to_json(), crate::view::to_json(&doc, None));
+        assert_eq!(now.conflicts(&doc).unwrap(), crate::model::conflicts(&doc));
+        assert_eq!(now.conflicts(&doc).unwrap().len(), 2);
+        assert_eq!(
+            now.text(&["disappearance", "circumstances"]).as_deref(),
+            Some("Gone near Bakhmut.")
+        );
+    }
+
+    #[test]
+    fn the_patch_guided_difference_agrees_with_reading_everything() {
+        let mut doc = new_case();
+        let mut points = vec![Vec::new(), doc.get_heads()];
+        edit(&mut doc, &splice(CIRCUMSTANCES, 0, 0, "Lost near Bakhmut."));
+        edit(&mut doc, &add_entry("t1", "Last call"));
+        edit(&mut doc, &add_entry("t2", "Letter"));
+        edit(
+            &mut doc,
+            &Edit::AddItem {
+                item: ItemRef::new(Collection::Sources, ItemId::new("s1").unwrap()),
+                values: Vec::new(),
+            },
+        );
+        points.push(doc.get_heads());
+        let mut a = fork(&doc, 2);
+        let mut b = fork(&doc, 3);
+        edit(&mut a, &set(UNIT, "72nd"));
+        edit(&mut a, &splice(CIRCUMSTANCES, 0, 4, "Gone"));
+        edit(&mut a, &add_entry("t3", "Rumour"));
+        edit(&mut b, &set(UNIT, "93rd"));
+        edit(
+            &mut b,
+            &Edit::DeleteItem {
+                item: timeline("t1"),
+            },
+        );
+        edit(
+            &mut b,
+            &Edit::CiteSource {
+                item: timeline("t2"),
+                source: ItemId::new("s1").unwrap(),
+            },
+        );
+        points.push(a.get_heads());
+        points.push(b.get_heads());
+        doc.merge(&mut a).unwrap();
+        doc.merge(&mut b).unwrap();
+        points.push(doc.get_heads());
+        edit(
+            &mut doc,
+            &Edit::RestoreItem {
+                item: timeline("t1"),
+            },
+        );
+        edit(&mut doc, &set(UNIT, "93rd"));
+        edit(
+            &mut doc,
+            &Edit::SetField {
+                field: PLACE,
+                value: FieldValue::Null,
+            },
+        );
+        points.push(doc.get_heads());
+        for before in &points {
+            for after in &points {
+                let full = full_diff(&doc, before, after);
+                for wide in [false, true] {
+                    assert_eq!(
+                        difference_in(&doc, before, after, Some(wide))
+                            .unwrap()
+                            .lines,
+                        full,
+                        "{before:?} -> {after:?}, wide: {wide}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

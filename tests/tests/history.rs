@@ -376,10 +376,14 @@ async fn a_coordinator_reads_merged_history_resolves_a_conflict_and_exports() {
         .unwrap()
         .iter()
         .map(|s| {
+            let change = s["change"].as_str().unwrap();
             (
                 s["text"].as_str().unwrap().to_owned(),
-                s["author"]["user"].as_str().unwrap().to_owned(),
-                s["author"]["hash"].as_str().unwrap().to_owned(),
+                blame["authors"][change]["user"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                change.to_owned(),
             )
         })
         .collect();
