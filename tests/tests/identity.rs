@@ -182,6 +182,10 @@ async fn invitations_are_single_use_expiring_and_revocable() {
     ] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
+
+    // Step 9: `casesync check` accepts a database with invited members.
+    let report = server.check().await.unwrap();
+    assert!(report.starts_with("ok"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,10 @@ impl DocumentKind {
 pub enum Role {
     /// The user who created the document; added as its first member.
     Creator,
+    /// A relative who joined by invitation (`identity`).
+    Relative,
+    /// A coordinator assigned to the case (`identity`).
+    Coordinator,
 }
 
 impl Role {
@@ -84,6 +88,8 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Creator => "creator",
+            Role::Relative => "relative",
+            Role::Coordinator => "coordinator",
         }
     }
 
@@ -91,6 +97,8 @@ impl Role {
     pub fn from_stored(s: &str) -> Option<Self> {
         match s {
             "creator" => Some(Role::Creator),
+            "relative" => Some(Role::Relative),
+            "coordinator" => Some(Role::Coordinator),
             _ => None,
         }
     }

@@ -814,7 +814,8 @@ fn find_problems(conn: &Connection) -> Result<Vec<String>, rusqlite::Error> {
         ),
         (
             "memberships with an unknown role",
-            "SELECT count(*) FROM memberships WHERE role NOT IN ('creator')",
+            "SELECT count(*) FROM memberships
+             WHERE role NOT IN ('creator', 'relative', 'coordinator')",
         ),
         (
             "changes with a malformed hash, bytes, actor or seq",
