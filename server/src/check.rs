@@ -36,11 +36,9 @@ pub(crate) fn check_blocking(data_dir: &Path) -> Result<(), String> {
             None => automerge::Automerge::new(),
         };
         let mut known = guard::KnownActors::from_doc(&doc);
-        for c in &loaded.changes {
-            guard::load_changes_known(&mut doc, c, &limits, &mut known)
-                .map_err(|e| format!("document {} change: {e}", meta.id))?;
-            changes += 1;
-        }
+        guard::load_change_log(&mut doc, &loaded.changes, &limits, &mut known)
+            .map_err(|e| format!("document {} change log: {e}", meta.id))?;
+        changes += loaded.changes.len();
         // Every change must have been applied, not queued for a missing
         // dependency.
         let missing = doc.get_missing_deps(&[]);

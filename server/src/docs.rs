@@ -263,10 +263,8 @@ impl Docs {
                 None => Automerge::new(),
             };
             let mut known = guard::KnownActors::from_doc(&doc);
-            for c in &loaded.changes {
-                guard::load_changes_known(&mut doc, c, &limits, &mut known)
-                    .map_err(|e| e.to_string())?;
-            }
+            guard::load_change_log(&mut doc, &loaded.changes, &limits, &mut known)
+                .map_err(|e| e.to_string())?;
             Ok(doc)
         })
         .await

@@ -228,6 +228,26 @@ fn check_identity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The environment variable that turns durability *off* for the power-loss
+/// test's negative control (`tests/tests/power_loss.rs`), which must show
+/// that the test catches `synchronous=NORMAL`. Nothing else sets it; a
+/// server started with it logs an error on every store it opens.
+pub const UNSAFE_SYNCHRONOUS_ENV: &str = "CASESYNC_TEST_UNSAFE_SYNCHRONOUS";
+
+/// `synchronous=FULL` (2), unless [`UNSAFE_SYNCHRONOUS_ENV`] is `NORMAL`.
+fn synchronous_level() -> (&'static str, i64) {
+    match std::env::var(UNSAFE_SYNCHRONOUS_ENV).as_deref() {
+        Ok("NORMAL") => {
+            tracing::error!(
+                "{UNSAFE_SYNCHRONOUS_ENV}=NORMAL: the change log is NOT durable \
+                 (test-only negative control; acknowledged changes can be lost on power loss)"
+            );
+            ("NORMAL", 1)
+        }
+        _ => ("FULL", 2),
+    }
+}
+
 fn set_durability_pragmas(conn: &Connection) -> Result<(), StoreError> {
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -237,12 +257,13 @@ fn set_durability_pragmas(conn: &Connection) -> Result<(), StoreError> {
             got: mode,
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let (level, code) = synchronous_level();
+    conn.pragma_update(None, "synchronous", level)?;
     let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
-    if synchronous != 2 {
+    if synchronous != code {
         return Err(StoreError::PragmaRefused {
             pragma: "synchronous",
-            wanted: "2 (FULL)".into(),
+            wanted: format!("{code} ({level})"),
             got: synchronous.to_string(),
         });
     }
