@@ -53,9 +53,8 @@ fn main() {
                 made += 1;
             }
         }
-        for d in 0..devices {
-            let mut other = phones[d].fork();
-            base.merge(&mut other).unwrap();
+        for p in phones.iter_mut() {
+            base.merge(p).unwrap();
         }
         for p in phones.iter_mut() {
             p.merge(&mut base.fork()).unwrap();
