@@ -24,7 +24,8 @@
 # FUZZ_MAX_LEN (longest generated input, default 4096; longer seeds such as
 # the 17 KiB DEFLATE bombs are cut to it while fuzzing, and the regression
 # tests replay them whole), FUZZ_SANITIZER (address or none, default
-# address), FUZZ_TOLERATE_AUTOMERGE_PANICS (set: a panic inside automerge
+# address), FUZZ_SEED (libFuzzer's -seed, for a repeatable run such as the
+# test command's smoke run; default: random), FUZZ_TOLERATE_AUTOMERGE_PANICS (set: a panic inside automerge
 # that guard::catch_automerge catches is printed once and tolerated, so a
 # known automerge bug does not stop the run; logged as "ok(tolerant)").
 set -euo pipefail
@@ -83,6 +84,7 @@ for t in "${targets[@]}"; do
     [ -d "$crashers" ] && corpora+=("$crashers")
     dict=()
     [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
+    [ -n "${FUZZ_SEED:-}" ] && dict+=("-seed=$FUZZ_SEED")
 
     echo "== $t: ${seconds}s"
     out=fuzz/work/$t.log
@@ -132,7 +134,7 @@ for t in "${targets[@]}"; do
         result=ok
         [ -n "${FUZZ_TOLERATE_AUTOMERGE_PANICS:-}" ] && result="ok(tolerant)"
     fi
-    grep -h '^tolerated automerge panic' "$out" | sort -u | sed "s/^/?? $t: /" || true
+    grep -hE '^(known|tolerated) automerge panic' "$out" | sort -u | sed "s/^/?? $t: /" || true
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$t" "$seconds" "$cpu" "$execs" "$result" >>"$log"
     echo "== $t: $result, ${cpu}s CPU, $execs executions"
 done

@@ -46,6 +46,11 @@ step "cargo test (workspace)"
 cargo test --workspace
 scripts/bench.sh --smoke  # the load generator still works (tiny sizes, no timings asserted)
 
+step "fuzz smoke run: every target for about 20 s (fixed seed), after replaying its corpus and crashers"
+# Installs the nightly toolchain and cargo-fuzz when missing. Long runs:
+# scripts/fuzz.sh 3600 (FUZZING.md).
+FUZZ_SEED=1 ./scripts/fuzz.sh 20
+
 step "browser: Debian's chromium (Playwright's own download does not work here)"
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update

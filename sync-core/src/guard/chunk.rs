@@ -342,6 +342,8 @@ const CHANGE_OP_COLUMNS: &[u32] = &[
 const DOCUMENT_OP_COLUMNS: &[u32] = &[
     0x01, 0x02, 0x11, 0x13, 0x15, 0x21, 0x23, 0x34, 0x42, 0x56, 0x57, 0x80, 0x81, 0x83, 0x94, 0xa5,
 ];
+/// The document change column of dependency indexes (group 4, delta).
+const DOCUMENT_DEPS_INDEX_COLUMN: u32 = 0x43;
 const DOCUMENT_CHANGE_COLUMNS: &[u32] = &[0x01, 0x03, 0x13, 0x23, 0x35, 0x40, 0x43, 0x56, 0x57];
 
 /// Checks what the columns of one set say about each other, and returns the
@@ -456,7 +458,20 @@ fn check_document_body(
     let cap = document_item_cap(limits);
     let actors = actors as u64;
     let changes = check_column_data(&mut r, &change_columns, cap, actors, budget)?;
+    let deps = changes
+        .iter()
+        .find(|(spec, _, _)| spec & !COLUMN_DEFLATE == DOCUMENT_DEPS_INDEX_COLUMN)
+        .and_then(|(_, _, scan)| scan.delta_range);
     let changes = check_column_set(&changes, DOCUMENT_CHANGE_COLUMNS)?;
+    // A dependency is the index of another change of this document
+    // (automerge 0.12 indexes its change list with it unchecked).
+    if let Some((lo, hi)) = deps {
+        if lo < 0 || hi >= i128::from(changes) {
+            return Err(GuardError::Malformed(
+                "a change's dependency index is past the document's changes",
+            ));
+        }
+    }
     let ops = check_column_data(&mut r, &op_columns, cap, actors, budget)?;
     let ops = check_column_set(&ops, DOCUMENT_OP_COLUMNS)?;
     budget.ops = budget.ops.saturating_add(changes.max(ops));
@@ -673,6 +688,10 @@ struct ColumnScan {
     sum: u64,
     /// Actor columns: the actor indexes used.
     actors: BTreeSet<u64>,
+    /// Delta columns: the running (absolute) value, and the smallest and
+    /// largest it reached, if any value was present.
+    delta: i128,
+    delta_range: Option<(i128, i128)>,
 }
 
 impl ColumnScan {
@@ -699,6 +718,19 @@ impl ColumnScan {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Records `repeat` copies of the step `step` of a delta column.
+    fn delta(&mut self, step: i64, repeat: u64) {
+        let first = self.delta.saturating_add(i128::from(step));
+        self.delta = self
+            .delta
+            .saturating_add(i128::from(step).saturating_mul(i128::from(repeat)));
+        let (lo, hi) = (first.min(self.delta), first.max(self.delta));
+        self.delta_range = Some(match self.delta_range {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        });
     }
 }
 
@@ -728,7 +760,18 @@ fn scan_column(
         }
         _ => {
             while let Some(count) = next_sleb(bytes)? {
-                if count > 0 {
+                if column_type == COLUMN_TYPE_DELTA && count != 0 {
+                    // Delta values are kept (as a running sum) so that
+                    // indexes stored as deltas can be checked.
+                    cap.add(&mut scan.items, count.unsigned_abs())?;
+                    let literals = if count > 0 { 1 } else { count.unsigned_abs() };
+                    let repeat = if count > 0 { count.unsigned_abs() } else { 1 };
+                    for _ in 0..literals {
+                        let step = next_sleb(bytes)?
+                            .ok_or(GuardError::Truncated { what: "column value" })?;
+                        scan.delta(step, repeat);
+                    }
+                } else if count > 0 {
                     cap.add(&mut scan.items, count.unsigned_abs())?;
                     if let Some(value) = read_value(column_type, bytes)? {
                         scan.value(column_type, value, count.unsigned_abs(), actors)?;
