@@ -7,7 +7,7 @@
 //! document's sessions; the next request reloads it from storage. An actor
 //! with no peers for `idle_unload` exits, so memory follows the active set.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -312,6 +312,7 @@ impl Docs {
             panic_marker: self.inner.config.panic_marker.clone(),
             hooks: self.inner.hooks.clone(),
             quarantined: HashMap::new(),
+            deferred: VecDeque::new(),
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -524,7 +525,15 @@ struct Actor {
     hooks: DocsHooks,
     /// Connections in quarantine, by connection id.
     quarantined: HashMap<u64, QuarantinePeer>,
+    /// Sync messages that arrived while changes were being made durable,
+    /// in arrival order; see [`Actor::defer`].
+    deferred: VecDeque<Cmd>,
 }
+
+/// Most sync messages held back while the gate is closed; past it they are
+/// applied at once, as if there were no deferral (the command channel's
+/// bound is then the only backpressure, as before).
+const MAX_DEFERRED: usize = 1024;
 
 type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
 
@@ -562,7 +571,9 @@ impl Actor {
                     None => break,
                 }
             };
-            self.handle(cmd).await;
+            if self.defer(cmd).await {
+                continue;
+            }
             if self.sync.is_poisoned() {
                 // Storage failed under us, or automerge failed on peer
                 // input: the in-memory document may hold changes that are
@@ -572,6 +583,25 @@ impl Actor {
                 break;
             }
             self.route();
+            // The gate is open again (everything in memory is durable and
+            // has gone out): apply what waited for it, all at once.
+            while !self.sync.is_persisting() && !self.deferred.is_empty() {
+                let waiting: Vec<Cmd> = self.deferred.drain(..).collect();
+                for cmd in waiting {
+                    self.handle(cmd).await;
+                    if self.sync.is_poisoned() {
+                        break;
+                    }
+                }
+                if self.sync.is_poisoned() {
+                    break;
+                }
+                self.route();
+            }
+            if self.sync.is_poisoned() {
+                reason = "document failed; reconnect";
+                break;
+            }
         }
         // Close the channel so `Docs::lookup` sees the actor is gone.
         rx.close();
@@ -579,6 +609,28 @@ impl Actor {
             self.compact();
         }
         reason
+    }
+
+    /// Handles `cmd`, or holds it back: a peer's sync message that arrives
+    /// while changes are being made durable waits until they are (returns
+    /// true). Nothing goes out while any change is not durable, so applying
+    /// such a message at once would only keep the gate closed longer: under
+    /// a steady stream of edits it might never open, and nobody would hear
+    /// of anything (the live fan-out's p99 was about 1 s). Held back, the
+    /// messages are applied together as soon as the gate opens and the
+    /// replies that were waiting have gone out, and their changes share one
+    /// group commit. Replies to a peer keep their order: its messages are
+    /// applied in arrival order.
+    async fn defer(&mut self, cmd: Cmd) -> bool {
+        let hold = matches!(&cmd, Cmd::Sync { conn_id, .. } if !self.quarantined.contains_key(conn_id))
+            && (self.sync.is_persisting() || !self.deferred.is_empty())
+            && self.deferred.len() < MAX_DEFERRED;
+        if hold {
+            self.deferred.push_back(cmd);
+            return true;
+        }
+        self.handle(cmd).await;
+        false
     }
 
     /// Saves the whole document as a snapshot covering the change log up

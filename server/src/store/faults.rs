@@ -50,6 +50,8 @@ struct Plan {
     failing: Option<(u64, u64, Fault)>,
     /// Writes that failed.
     failed: u64,
+    /// Every write transaction takes this much longer (a slow disk).
+    delay: std::time::Duration,
 }
 
 /// The wrapper. Reads always pass through.
@@ -85,6 +87,12 @@ impl FaultyStorage {
         plan.failing = Some((from, count, fault));
     }
 
+    /// From now on every write transaction takes `delay` longer, as on a
+    /// slow disk whose fsync takes that long.
+    pub fn slow_writes(&self, delay: std::time::Duration) {
+        self.plan().delay = delay;
+    }
+
     /// The disk works again.
     pub fn clear(&self) {
         self.plan().failing = None;
@@ -98,6 +106,11 @@ impl FaultyStorage {
 
 impl Storage for FaultyStorage {
     fn apply_batches(&self, batches: &[WriteBatch]) -> Result<Vec<BatchResult>, StoreError> {
+        let delay = self.plan().delay;
+        if !delay.is_zero() {
+            // The writer thread's own time, like a slow fsync.
+            std::thread::sleep(delay);
+        }
         let fault = {
             let mut plan = self.plan();
             plan.writes += 1;
