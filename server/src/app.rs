@@ -129,7 +129,7 @@ impl AppState {
         };
         let verifier = Arc::new(Verifier::new(auth));
         let storage_id = load_or_create_storage_id(&config.data_dir)?;
-        let sqlite = SqliteConfig::new(config.data_dir.clone());
+        let sqlite = SqliteConfig::new(config.data_dir.clone()).with_key(config.db_key.clone());
         let store = {
             let sqlite = sqlite.clone();
             tokio::task::spawn_blocking(move || -> Result<Store, crate::store::StoreError> {
@@ -142,7 +142,8 @@ impl AppState {
         // After the store: it creates the database and the audit_log table.
         let audit = {
             let path = crate::audit::db_path(&config.data_dir);
-            tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&path))
+            let key = config.db_key.clone();
+            tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&path, key.as_ref()))
                 .await
                 .map_err(|e| StartError::Other(e.to_string()))?
                 .map_err(|e| StartError::Other(format!("audit log: {e}")))?
@@ -151,9 +152,10 @@ impl AppState {
         let (acl, identity, bindings) = {
             let storage = store.storage().clone();
             let db_path = db_path.clone();
+            let key = config.db_key.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StartError> {
-                let identity =
-                    IdentityStore::open(&db_path).map_err(|e| StartError::Other(e.to_string()))?;
+                let identity = IdentityStore::open(&db_path, key.as_ref())
+                    .map_err(|e| StartError::Other(e.to_string()))?;
                 let acl = Acl::load(storage.as_ref(), &identity)
                     .map_err(|e| StartError::Other(e.to_string()))?;
                 let bindings =

@@ -55,6 +55,7 @@ use sha2::{Digest, Sha256};
 use sync_core::ids::DocumentId;
 
 use crate::auth::{AuthError, Identity};
+use crate::store::{open_connection, DbKey};
 
 /// The database file inside the data directory: the store's.
 pub use crate::store::DB_FILE_NAME;
@@ -225,6 +226,8 @@ pub enum AuditError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("audit log: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("{0} has no audit_log table (a database older than schema version 2?)")]
     NoTable(PathBuf),
     #[error("audit log: {0}")]
@@ -313,19 +316,20 @@ struct Window {
 
 impl AuditLog {
     /// Opens the audit log in the store's database file. The store must have
-    /// created it (and applied schema version 2) first.
-    pub fn open(db_path: &Path) -> Result<Self, AuditError> {
+    /// created it (and applied schema version 2) first. `key`: the
+    /// database key, when it is encrypted.
+    pub fn open(db_path: &Path, key: Option<&DbKey>) -> Result<Self, AuditError> {
         let open_err = |source| AuditError::Open {
             path: db_path.to_owned(),
             source,
         };
         // No SQLITE_OPEN_CREATE: a missing file is an error, never a new
         // empty log.
-        let conn = Connection::open_with_flags(
+        let conn = open_connection(
             db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
+            key,
+        )?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // Per connection: an appended row survives a power cut once the
         // append returns.
@@ -630,16 +634,16 @@ pub fn append_in_transaction(
 /// its contents), a deleted one (a gap in `seq`, or a `prev_hash` that is
 /// not the previous row's hash), rows moved or swapped, an unknown `kind`, a
 /// `detail` that is not JSON, a column of the wrong type.
-pub fn verify(db_path: &Path) -> Result<VerifyReport, AuditError> {
+pub fn verify(db_path: &Path, key: Option<&DbKey>) -> Result<VerifyReport, AuditError> {
     let open_err = |source| AuditError::Open {
         path: db_path.to_owned(),
         source,
     };
-    let conn = Connection::open_with_flags(
+    let conn = open_connection(
         db_path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open_err)?;
+        key,
+    )?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     require_table(&conn, db_path)?;
     // One statement reads one consistent snapshot, even while the server

@@ -6,18 +6,19 @@ use std::path::Path;
 use automerge::ReadDoc;
 use sync_core::guard::{self, Limits};
 
-use crate::store::{SqliteConfig, SqliteStorage, Storage};
+use crate::store::{DbKey, SqliteConfig, SqliteStorage, Storage};
 
-/// Runs every check; `Err` names what failed.
-pub async fn check(data_dir: &Path) -> Result<(), String> {
+/// Runs every check; `Err` names what failed. `key`: the database key, when
+/// it is encrypted.
+pub async fn check(data_dir: &Path, key: Option<DbKey>) -> Result<(), String> {
     let data_dir = data_dir.to_owned();
-    tokio::task::spawn_blocking(move || check_blocking(&data_dir))
+    tokio::task::spawn_blocking(move || check_blocking(&data_dir, key))
         .await
         .map_err(|e| e.to_string())?
 }
 
-pub(crate) fn check_blocking(data_dir: &Path) -> Result<(), String> {
-    let storage = SqliteStorage::open(SqliteConfig::new(data_dir.to_owned()))
+pub(crate) fn check_blocking(data_dir: &Path, key: Option<DbKey>) -> Result<(), String> {
+    let storage = SqliteStorage::open(SqliteConfig::new(data_dir.to_owned()).with_key(key))
         .map_err(|e| format!("cannot open the database: {e}"))?;
     storage
         .integrity_check()

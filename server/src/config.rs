@@ -14,6 +14,9 @@ use sync_core::guard::Limits;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The database key (encryption at rest, `store::key`); `None`: a plain
+    /// database. Never logged: its `Debug` is redacted.
+    pub db_key: Option<crate::store::DbKey>,
     /// Limits on inbound bytes (frame size, CBOR, sync messages…).
     pub limits: Limits,
     /// Messages and bytes per second, per connection and per user.
@@ -44,6 +47,7 @@ impl Config {
         Self {
             listen,
             data_dir,
+            db_key: None,
             limits: Limits::default(),
             rate: crate::ratelimit::RateLimits::default(),
             auth: None,
@@ -79,6 +83,22 @@ pub struct FileConfig {
     pub rate_user_messages_per_sec: Option<u32>,
     pub rate_user_bytes_per_sec: Option<u32>,
     pub auth: Option<AuthFileConfig>,
+    pub storage: Option<StorageFileConfig>,
+}
+
+/// The `[storage]` section.
+///
+/// ```toml
+/// [storage]
+/// key_file = "/etc/casesync/db.key"   # mode 0600; encrypts the database
+/// ```
+///
+/// The key itself is never a config value: a config file is often shared,
+/// copied and kept in version control.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFileConfig {
+    pub key_file: Option<PathBuf>,
 }
 
 /// The `[auth]` section: which tokens the server accepts.

@@ -307,6 +307,7 @@ thread_local! {
 #[derive(Debug, Clone)]
 struct ChangeLog {
     path: PathBuf,
+    key: Option<crate::store::DbKey>,
 }
 
 const ROW_COLUMNS: &str = "log_seq, hash, actor, seq, user_id, device_id, received_at_ms";
@@ -315,15 +316,17 @@ impl ChangeLog {
     fn of(state: &AppState) -> Self {
         Self {
             path: state.inner.config.data_dir.join(crate::store::DB_FILE_NAME),
+            key: state.inner.config.db_key.clone(),
         }
     }
 
-    fn open(path: &FsPath) -> rusqlite::Result<Connection> {
+    fn open(&self) -> Result<Connection, crate::store::StoreError> {
         // No SQLITE_OPEN_CREATE: a missing file is an error, never an empty
         // database.
-        let conn = Connection::open_with_flags(
-            path,
+        let conn = crate::store::open_connection(
+            &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            self.key.as_ref(),
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "query_only", true)?;
@@ -337,8 +340,9 @@ impl ChangeLog {
                 if conns.len() >= 8 {
                     conns.clear();
                 }
-                let conn =
-                    Self::open(&self.path).map_err(|e| AppError::Unavailable(e.to_string()))?;
+                let conn = self
+                    .open()
+                    .map_err(|e| AppError::Unavailable(e.to_string()))?;
                 conns.insert(self.path.clone(), conn);
             }
             let conn = conns

@@ -19,11 +19,15 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use sha2::{Digest, Sha256};
 use sync_core::ids::DocumentId;
 
+use crate::store::{open_connection, DbKey};
+
 /// Why an identity operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("identity tables: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("identity tables: {0}")]
+    Open(#[from] crate::store::StoreError),
     #[error("identity tables: stored document id is not 16 bytes")]
     BadDocId,
 }
@@ -164,11 +168,13 @@ pub struct IdentityStore {
 }
 
 impl IdentityStore {
-    /// Opens the database the store already created and migrated.
-    pub fn open(db_path: &Path) -> Result<Self, IdentityError> {
-        let conn = Connection::open_with_flags(
+    /// Opens the database the store already created and migrated (keyed
+    /// with `key` when it is encrypted).
+    pub fn open(db_path: &Path, key: Option<&DbKey>) -> Result<Self, IdentityError> {
+        let conn = open_connection(
             db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            key,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use casesync_server::app;
 use casesync_server::auth::{mint_token, DevKeys, Role};
 use casesync_server::config::{Config, FileConfig};
-use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
+use casesync_server::store::{DbKey, SqliteConfig, SqliteStorage, Storage};
 use clap::{Parser, Subcommand, ValueEnum};
 use sync_core::ids::{DeviceId, UserId};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +22,31 @@ use sync_core::ids::{DeviceId, UserId};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the database key comes from, for every command that opens the
+/// database. The key itself is never a flag (a command line is visible to
+/// every user through `ps`): it is the `CASESYNC_DB_KEY` environment
+/// variable, or a file.
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// A file holding the database key (encryption at rest), readable by
+    /// its owner only. Alternatively, put the key in CASESYNC_DB_KEY.
+    #[arg(long, env = "CASESYNC_DB_KEY_FILE")]
+    db_key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key from the environment or a key file (`config_key_file`: the
+    /// config file's `[storage] key_file`, used when neither is given).
+    fn resolve(
+        &self,
+        env_key: Option<Zeroizing<String>>,
+        config_key_file: Option<&std::path::Path>,
+    ) -> Result<Option<DbKey>, String> {
+        DbKey::resolve(env_key, self.db_key_file.as_deref(), config_key_file)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +74,8 @@ enum Command {
         /// when it exists).
         #[arg(long, env = "CASESYNC_ADMIN_DIR")]
         admin_dir: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Print a development token signed with the data directory's key.
     Token {
@@ -69,21 +97,28 @@ enum Command {
         ttl: Duration,
     },
     /// Write an online backup of the database to FILE (safe while serving).
+    /// An encrypted database's backup is encrypted with the same key.
     Backup {
         file: PathBuf,
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Restore a backup into an empty data directory (checked first).
     Restore {
         file: PathBuf,
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Check the database's integrity and reload every case.
     Check {
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// The audit log of security events.
     Audit {
@@ -100,6 +135,8 @@ enum AuditCommand {
     Verify {
         #[arg(long, env = "CASESYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
     },
 }
 
@@ -124,6 +161,14 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: the key leaves the environment.
+    let env_key = match DbKey::take_from_env() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("casesync: {}: {e}", casesync_server::store::KEY_ENV);
+            return ExitCode::FAILURE;
+        }
+    };
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("CASESYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // At trace level tungstenite logs every WebSocket frame and message it
@@ -150,11 +195,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `audit` has exit codes of its own, and needs no runtime.
     let command = match cli.command {
-        Command::Audit { command } => return audit(command),
+        Command::Audit { command } => return audit(command, env_key),
         other => other,
     };
     let result = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(run(command)),
+        Ok(rt) => rt.block_on(run(command, env_key)),
         Err(e) => Err(format!("cannot start the runtime: {e}")),
     };
     match result {
@@ -166,7 +211,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: Command, env_key: Option<Zeroizing<String>>) -> Result<(), String> {
     match command {
         Command::Serve {
             listen,
@@ -175,6 +220,7 @@ async fn run(command: Command) -> Result<(), String> {
             idle_unload_secs,
             app_dir,
             admin_dir,
+            key,
         } => {
             let file = match config {
                 Some(path) => FileConfig::load(&path).map_err(|e| e.to_string())?,
@@ -222,6 +268,9 @@ async fn run(command: Command) -> Result<(), String> {
                 config.admin_dir = Some(dir);
             }
             config.auth = file.auth;
+            let config_key_file = file.storage.and_then(|s| s.key_file);
+            config.db_key = key.resolve(env_key, config_key_file.as_deref())?;
+            let encrypted = config.db_key.is_some();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -232,7 +281,11 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("casesync listening on http://{addr}");
-            println!("  data directory: {}", data_dir.display());
+            println!(
+                "  data directory: {}{}",
+                data_dir.display(),
+                if encrypted { " (encrypted)" } else { "" }
+            );
             match serving_app {
                 true => println!("  field app:      http://{addr}/app/"),
                 false => {
@@ -295,18 +348,31 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
-        Command::Backup { file, data_dir } => tokio::task::spawn_blocking(move || {
-            let storage =
-                SqliteStorage::open(SqliteConfig::new(data_dir)).map_err(|e| e.to_string())?;
+        Command::Backup {
+            file,
+            data_dir,
+            key,
+        } => tokio::task::spawn_blocking(move || {
+            let key = key.resolve(env_key, None)?;
+            let storage = SqliteStorage::open(SqliteConfig::new(data_dir).with_key(key))
+                .map_err(|e| e.to_string())?;
             storage.backup_to(&file).map_err(|e| e.to_string())?;
             println!("backup written to {}", file.display());
             Ok(())
         })
         .await
         .map_err(|e| e.to_string())?,
-        Command::Check { data_dir } => casesync_server::check::check(&data_dir).await,
-        Command::Restore { file, data_dir } => {
-            casesync_server::restore::restore(&file, &data_dir).await
+        Command::Check { data_dir, key } => {
+            let key = key.resolve(env_key, None)?;
+            casesync_server::check::check(&data_dir, key).await
+        }
+        Command::Restore {
+            file,
+            data_dir,
+            key,
+        } => {
+            let key = key.resolve(env_key, None)?;
+            casesync_server::restore::restore(&file, &data_dir, key).await
         }
         // Dispatched in `main`, for its exit codes.
         Command::Audit { .. } => Err("internal error: `audit` is dispatched in main".into()),
@@ -315,10 +381,18 @@ async fn run(command: Command) -> Result<(), String> {
 
 /// `casesync audit verify`: 0 intact, 1 broken (the first broken row on
 /// stderr), 2 could not check.
-fn audit(command: AuditCommand) -> ExitCode {
+fn audit(command: AuditCommand, env_key: Option<Zeroizing<String>>) -> ExitCode {
     match command {
-        AuditCommand::Verify { data_dir } => {
-            match casesync_server::audit::verify(&casesync_server::audit::db_path(&data_dir)) {
+        AuditCommand::Verify { data_dir, key } => {
+            let key = match key.resolve(env_key, None) {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("casesync: audit verify: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let db_path = casesync_server::audit::db_path(&data_dir);
+            match casesync_server::audit::verify(&db_path, key.as_ref()) {
                 Ok(report) => match report.broken {
                     None => {
                         println!("audit log intact: {} rows", report.rows);

@@ -6,23 +6,25 @@
 //! casesync's, intact, every document reloadable), copies it under a
 //! temporary name, fsyncs, and renames it into place. The development key
 //! and any `[auth]` keys are not in the database: restore them from where
-//! they are kept, or devices must sign in again.
+//! they are kept, or devices must sign in again. A backup of an encrypted
+//! database is encrypted with the same key, which restore takes the way
+//! `serve` does; the restored file is the backup's bytes, still encrypted.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use crate::store::DB_FILE_NAME;
+use crate::store::{DbKey, DB_FILE_NAME};
 
-/// Restores `backup` into `data_dir`.
-pub async fn restore(backup: &Path, data_dir: &Path) -> Result<(), String> {
+/// Restores `backup` into `data_dir`; `key` opens it when it is encrypted.
+pub async fn restore(backup: &Path, data_dir: &Path, key: Option<DbKey>) -> Result<(), String> {
     let (backup, data_dir) = (backup.to_owned(), data_dir.to_owned());
-    tokio::task::spawn_blocking(move || restore_blocking(&backup, &data_dir))
+    tokio::task::spawn_blocking(move || restore_blocking(&backup, &data_dir, key))
         .await
         .map_err(|e| e.to_string())?
 }
 
-fn restore_blocking(backup: &Path, data_dir: &Path) -> Result<(), String> {
+fn restore_blocking(backup: &Path, data_dir: &Path, key: Option<DbKey>) -> Result<(), String> {
     let target = data_dir.join(DB_FILE_NAME);
     if target.exists() {
         return Err(format!(
@@ -40,7 +42,7 @@ fn restore_blocking(backup: &Path, data_dir: &Path) -> Result<(), String> {
         .tempdir_in(data_dir)
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     write_synced(&scratch.path().join(DB_FILE_NAME), &bytes)?;
-    crate::check::check_blocking(scratch.path())
+    crate::check::check_blocking(scratch.path(), key)
         .map_err(|e| format!("the backup does not check out: {e}"))?;
     drop(scratch);
 

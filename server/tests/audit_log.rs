@@ -24,7 +24,7 @@ use sync_core::ids::{DeviceId, DocumentId, UserId};
 fn fresh() -> (tempfile::TempDir, AuditLog) {
     let dir = tempfile::tempdir().unwrap();
     drop(SqliteStorage::open(SqliteConfig::new(dir.path())).unwrap());
-    let log = AuditLog::open(&audit::db_path(dir.path())).unwrap();
+    let log = AuditLog::open(&audit::db_path(dir.path()), None).unwrap();
     (dir, log)
 }
 
@@ -95,11 +95,11 @@ fn assert_broken_at(data_dir: &Path, row: i64) -> String {
 #[test]
 fn recorded_events_verify_and_the_chain_survives_reopening() {
     let (dir, log) = fresh();
-    let empty = audit::verify(&audit::db_path(dir.path())).unwrap();
+    let empty = audit::verify(&audit::db_path(dir.path()), None).unwrap();
     assert_eq!((empty.rows, empty.broken, empty.head), (0, None, None));
 
     record_five(&log);
-    let report = audit::verify(&audit::db_path(dir.path())).unwrap();
+    let report = audit::verify(&audit::db_path(dir.path()), None).unwrap();
     assert_eq!(report.rows, 5);
     assert_eq!(report.broken, None);
     let rows = all_rows(&log);
@@ -120,13 +120,13 @@ fn recorded_events_verify_and_the_chain_survives_reopening() {
 
     // A new connection (a restarted server) goes on with the same chain.
     drop(log);
-    let log = AuditLog::open(&audit::db_path(dir.path())).unwrap();
+    let log = AuditLog::open(&audit::db_path(dir.path()), None).unwrap();
     assert_eq!(
         log.record_blocking(AuditEvent::new(AuditKind::Export))
             .unwrap(),
         6
     );
-    let report = audit::verify(&audit::db_path(dir.path())).unwrap();
+    let report = audit::verify(&audit::db_path(dir.path()), None).unwrap();
     assert_eq!((report.rows, report.broken), (6, None));
 
     let (code, stdout, stderr) = verify_cli(dir.path());
@@ -324,7 +324,7 @@ async fn concurrent_records_from_two_connections_make_one_gapless_chain() {
     let (dir, first) = fresh();
     // A second connection to the same file: another process would be the
     // same to SQLite.
-    let second = AuditLog::open(&audit::db_path(dir.path())).unwrap();
+    let second = AuditLog::open(&audit::db_path(dir.path()), None).unwrap();
     let mut tasks = Vec::new();
     for t in 0..8u32 {
         let log = if t % 2 == 0 {
@@ -346,7 +346,7 @@ async fn concurrent_records_from_two_connections_make_one_gapless_chain() {
     for task in tasks {
         task.await.unwrap();
     }
-    let report = audit::verify(&audit::db_path(dir.path())).unwrap();
+    let report = audit::verify(&audit::db_path(dir.path()), None).unwrap();
     assert_eq!((report.rows, report.broken), (200, None));
     let rows = first.list(0, 1000).await.unwrap();
     assert_eq!(
@@ -499,7 +499,7 @@ async fn only_admins_can_read_the_audit_log_and_every_read_is_recorded() {
     assert_eq!(status, 400);
 
     server.shutdown().await;
-    let report = audit::verify(&audit::db_path(&server.data_dir())).unwrap();
+    let report = audit::verify(&audit::db_path(&server.data_dir()), None).unwrap();
     assert_eq!(report.broken, None);
     assert!(report.rows >= 3);
 }

@@ -34,6 +34,14 @@ pub enum StoreError {
     #[error("database {path} is corrupt or not a SQLite database: {detail}")]
     Corrupt { path: PathBuf, detail: String },
 
+    /// A key was given and the file cannot be read with it (SQLCipher
+    /// cannot tell a wrong key from a plain file, or from a foreign one).
+    #[error(
+        "cannot read database {path} with the key given: the database key is wrong, \
+         or the database is not encrypted (or not a SQLite database)"
+    )]
+    WrongKey { path: PathBuf },
+
     /// The file is a SQLite database that belongs to some other program.
     #[error("database {path} is not a casesync database (application_id {found:#x})")]
     NotCasesync { path: PathBuf, found: i64 },

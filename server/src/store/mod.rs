@@ -21,6 +21,7 @@
 mod committer;
 mod error;
 pub mod faults;
+mod key;
 mod metrics;
 pub mod schema;
 mod sqlite;
@@ -31,6 +32,7 @@ use sync_core::ids::DocumentId;
 
 pub use committer::{CommitReceipt, Store, StoreConfig};
 pub use error::StoreError;
+pub use key::{open_connection, DbKey, KeyError, KEY_ENV, KEY_FILE_ENV};
 pub use metrics::{CommitMetrics, CommitMetricsSnapshot, Histogram, HistogramSnapshot};
 pub use sqlite::{SqliteConfig, SqliteStorage, DB_FILE_NAME};
 

@@ -30,6 +30,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use sync_core::ids::DocumentId;
 
 use super::error::is_corruption_code;
+use super::key::{open_connection, DbKey};
 use super::schema::{current_version, APPLICATION_ID, MIGRATIONS};
 use super::{
     hex, Appended, BatchResult, ChangeRecord, DocumentKind, DocumentMeta, LoadedDoc, LogSeq,
@@ -59,6 +60,9 @@ pub struct SqliteConfig {
     /// with "database or disk full", while reads keep working: a cleaner
     /// failure than a full disk. `None` means no cap.
     pub max_size_bytes: Option<u64>,
+    /// The SQLCipher key (`store::key`): every connection, the backup's
+    /// target included, is keyed with it. `None`: a plain database.
+    pub key: Option<DbKey>,
 }
 
 impl SqliteConfig {
@@ -68,7 +72,14 @@ impl SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             max_idle_readers: 4,
             max_size_bytes: None,
+            key: None,
         }
+    }
+
+    /// The same, with the database key.
+    pub fn with_key(mut self, key: Option<DbKey>) -> Self {
+        self.key = key;
+        self
     }
 }
 
@@ -78,6 +89,7 @@ pub struct SqliteStorage {
     path: PathBuf,
     busy_timeout: Duration,
     max_idle_readers: usize,
+    key: Option<DbKey>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -94,13 +106,13 @@ impl SqliteStorage {
         let path = config.data_dir.join(DB_FILE_NAME);
         let existed = path.exists();
 
-        let mut conn = Connection::open_with_flags(
+        let mut conn = open_connection(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(&path, e))?;
+            config.key.as_ref(),
+        )?;
         conn.busy_timeout(config.busy_timeout)
             .map_err(|e| open_error(&path, e))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
@@ -123,12 +135,28 @@ impl SqliteStorage {
         if !existed {
             sync_dir(&config.data_dir)?;
         }
-        tracing::info!(path = %path.display(), schema_version = current_version(), "store opened");
+        if config.key.as_ref().is_some_and(|key| !key.is_raw()) {
+            // Not an error: a passphrase is a valid key. But every new
+            // connection (a reader beyond the pool, a history request on a
+            // fresh blocking thread, a backup) pays the derivation.
+            tracing::info!(
+                "the database key is a passphrase: SQLCipher derives the page key (PBKDF2, \
+                 about 0.1 s) for every connection it opens; a raw key (x'<64 hex digits>') \
+                 avoids that"
+            );
+        }
+        tracing::info!(
+            path = %path.display(),
+            schema_version = current_version(),
+            encrypted = config.key.is_some(),
+            "store opened"
+        );
 
         Ok(Self {
             path,
             busy_timeout: config.busy_timeout,
             max_idle_readers: config.max_idle_readers,
+            key: config.key,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
         })
@@ -142,11 +170,11 @@ impl SqliteStorage {
     fn open_reader(&self) -> Result<Connection, StoreError> {
         // No SQLITE_OPEN_CREATE: if the file vanished, fail instead of
         // serving an empty database.
-        let conn = Connection::open_with_flags(
+        let conn = open_connection(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(&self.path, e))?;
+            self.key.as_ref(),
+        )?;
         conn.busy_timeout(self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         // Read connections must never write, even by mistake.
@@ -752,7 +780,15 @@ impl Storage for SqliteStorage {
         }
 
         let source = self.open_reader()?;
-        let mut target = Connection::open(&partial).map_err(|e| open_error(&partial, e))?;
+        // Keyed like the source before the first page is copied: the backup
+        // API copies plaintext pages, and the target's codec encrypts them.
+        let mut target = open_connection(
+            &partial,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            self.key.as_ref(),
+        )?;
         {
             let backup = Backup::new(&source, &mut target)?;
             // Copying every page in one step reads the source in a single read
