@@ -298,12 +298,8 @@ fn first_message_crashers_are_refused() {
 /// refusal is an error, not a crash of the process. FUZZING.md lists them.
 #[test]
 fn backstop_crashers_are_refused_and_poison_the_document() {
-    let dir = repo_dir().join("sync-core/tests/fuzz-crashers/frame_to_message/backstop");
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).expect("backstop directory") {
-        let path = entry.expect("entry").path();
-        let frame = std::fs::read(&path).expect("crasher");
-        let name = path.display().to_string();
+    for (name, frame) in backstop_inputs("frame_to_message") {
         let mut session = new_session();
         session
             .handle_frame(&join_frame(), &Permissive)
@@ -313,25 +309,65 @@ fn backstop_crashers_are_refused_and_poison_the_document() {
             .expect("the frame itself is well-formed");
         for event in events {
             if let SessionEvent::Sync { data, .. } = event {
-                let (mut sync, p) = server_doc();
-                let heads = sync.doc().get_heads();
-                match sync.handle_sync(&p, &data) {
-                    Err(DocSyncError::Guard(GuardError::AutomergePanicked)) => {
-                        assert!(sync.is_poisoned(), "{name}: the document is dropped");
-                        assert!(
-                            sync.take_persist_requests().is_empty(),
-                            "{name}: nothing stored"
-                        );
-                    }
-                    Err(DocSyncError::Guard(_)) => {
-                        // A guard learned to refuse it: move it up a level.
-                        assert_eq!(sync.doc().get_heads(), heads);
-                    }
-                    other => panic!("{name}: {other:?}"),
-                }
+                assert_backstop_sync(&name, &data);
                 seen += 1;
             }
         }
     }
-    assert!(seen >= 1, "the backstop crashers are replayed");
+    for (name, data) in backstop_inputs("sync_into_document") {
+        assert_backstop_sync(&name, &data);
+        seen += 1;
+    }
+    let limits = Limits::default();
+    for (name, bytes) in backstop_inputs("stored_bytes") {
+        // A stored document automerge panics on is an error, never a
+        // crash, and never a document.
+        assert!(
+            guard::load_document(&bytes, &limits).is_err(),
+            "{name}: loaded as a document"
+        );
+        let mut doc = fixture::build_seeded_case();
+        let heads = doc.get_heads();
+        // After an error (`AutomergePanicked` too) the caller drops the
+        // document; accepted, it must have changed nothing.
+        if guard::load_changes(&mut doc, &bytes, &limits).is_ok() {
+            assert_eq!(doc.get_heads(), heads, "{name}: loaded as changes");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "the backstop crashers are replayed ({seen})");
+}
+
+/// The inputs in `fuzz-crashers/<target>/backstop/`.
+fn backstop_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = repo_dir().join(format!("sync-core/tests/fuzz-crashers/{target}/backstop"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("crasher");
+            (path.display().to_string(), bytes)
+        })
+        .collect()
+}
+
+/// A sync message only the backstop refuses, into the seeded case: refused
+/// (`AutomergePanicked`), the document poisoned, nothing to store; or
+/// refused by a guard that has learned to see it (then move it up a level).
+fn assert_backstop_sync(name: &str, data: &[u8]) {
+    let (mut sync, p) = server_doc();
+    let heads = sync.doc().get_heads();
+    match sync.handle_sync(&p, data) {
+        Err(DocSyncError::Guard(GuardError::AutomergePanicked)) => {
+            assert!(sync.is_poisoned(), "{name}: the document is dropped");
+            assert!(
+                sync.take_persist_requests().is_empty(),
+                "{name}: nothing stored"
+            );
+        }
+        Err(DocSyncError::Guard(_)) => assert_eq!(sync.doc().get_heads(), heads),
+        other => panic!("{name}: {other:?}"),
+    }
 }
