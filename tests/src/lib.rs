@@ -15,6 +15,8 @@
 //! - [`wait`]: waiting with a timeout until devices converge, until their
 //!   changes are acknowledged, or until any predicate holds.
 //! - [`workload`]: random valid case edits from a seeded RNG.
+//! - [`powercut`]: an in-memory FUSE filesystem that drops every write not
+//!   made durable by `fsync`, for the power-loss test.
 //!
 //! The harness runs the binary at `$CASESYNC_BIN`, or else
 //! `<workspace>/target/debug/casesync`; build it first
@@ -24,6 +26,7 @@
 mod api;
 mod device;
 mod error;
+pub mod powercut;
 mod raw;
 mod server;
 pub mod wait;
