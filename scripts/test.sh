@@ -38,6 +38,12 @@ if [ -f tests/js/package-lock.json ]; then
   (cd tests/js && npm ci --no-audit --no-fund)
 fi
 
+step "FUSE for the power-loss test (tests/tests/power_loss.rs mounts a filesystem)"
+if ! command -v fusermount3 >/dev/null; then
+  apt-get update
+  apt-get install -y fuse3
+fi
+
 step "build the server binary (the end-to-end tests start it as a process)"
 cargo build -p casesync-server --bin casesync
 export CASESYNC_BIN="$PWD/target/debug/casesync"
