@@ -136,9 +136,15 @@ impl FileData {
 
     fn write(&mut self, offset: usize, data: &[u8]) {
         let end = offset + data.len();
-        if end > self.current.len() {
+        let len = self.current.len();
+        if end > len {
             self.current.resize(end, 0);
             self.resized = true;
+            if offset > len {
+                // The hole reads as zeros now, whatever the durable bytes
+                // there were before a shrink.
+                self.mark(len, offset);
+            }
         }
         self.current[offset..end].copy_from_slice(data);
         self.mark(offset, end);

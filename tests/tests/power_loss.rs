@@ -724,6 +724,19 @@ fn the_filesystem_drops_what_was_not_synced() {
     write("kept", b"kept", true);
     write("prefix", b"synced;", true);
     std::fs::create_dir(root.join("sub")).unwrap();
+    // A shrink, then a write past the end: the hole must come back as
+    // zeros, not as the bytes durable there before the shrink.
+    write("holes", b"0123456789", true);
+    {
+        use std::os::unix::fs::FileExt as _;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("holes"))
+            .unwrap();
+        f.set_len(2).unwrap();
+        f.write_at(b"xy", 6).unwrap();
+        f.sync_all().unwrap();
+    }
     sync_root();
     // Not durable: appended after the fsync; fsynced but its name never
     // was; never fsynced at all; removed but the removal never synced.
@@ -754,7 +767,11 @@ fn the_filesystem_drops_what_was_not_synced() {
         v.sort();
         v
     };
-    assert_eq!(names(image.path()), ["kept", "prefix", "sub"]);
+    assert_eq!(names(image.path()), ["holes", "kept", "prefix", "sub"]);
+    assert_eq!(
+        std::fs::read(image.path().join("holes")).unwrap(),
+        b"01\0\0\0\0xy"
+    );
     assert_eq!(names(&image.path().join("sub")), Vec::<String>::new());
     assert_eq!(std::fs::read(image.path().join("kept")).unwrap(), b"kept");
     assert_eq!(
