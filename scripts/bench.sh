@@ -12,6 +12,9 @@
 #       (see `target/release/loadgen --help`). Results: $BENCH_OUT (default
 #       target/bench/).
 #
+#   BENCH_SERVERS=casesync scripts/bench.sh [FLAGS...]
+#       The same against casesync alone (results in $BENCH_OUT/casesync.json).
+#
 #   scripts/bench.sh --smoke
 #       A tiny configuration (a few devices and cases, seconds) against
 #       casesync only, with debug builds and no npm. Exits non-zero if the
@@ -68,13 +71,16 @@ if [ "$SMOKE" = 1 ]; then
          --cold-changes 300 --cold-writers 2 --reconnect-edits 5 --timeout 60)
   SERVERS=(casesync)
 else
-  step "the peer: @automerge/automerge-repo-sync-server from bench/peer/package-lock.json"
-  (cd bench/peer && npm ci --no-audit --no-fund)
+  # BENCH_SERVERS=casesync runs casesync alone (no npm, no table).
+  read -r -a SERVERS <<<"${BENCH_SERVERS:-casesync peer}"
+  if [[ " ${SERVERS[*]} " == *" peer "* ]]; then
+    step "the peer: @automerge/automerge-repo-sync-server from bench/peer/package-lock.json"
+    (cd bench/peer && npm ci --no-audit --no-fund)
+  fi
   step "build (release): casesync and the load generator"
   cargo build --release -p casesync-server --bin casesync -p casesync-tests --bin loadgen
   PROFILE_DIR=target/release
   SIZES=()
-  SERVERS=(casesync peer)
 fi
 CASESYNC="$ROOT/$PROFILE_DIR/casesync"
 LOADGEN="$ROOT/$PROFILE_DIR/loadgen"
@@ -158,7 +164,7 @@ for kind in "${SERVERS[@]}"; do
   fi
 done
 
-if [ "$SMOKE" = 1 ]; then
+if [ "$SMOKE" = 1 ] || [ "${#SERVERS[@]}" -lt 2 ]; then
   if [ "$STATUS" != 0 ]; then
     echo "bench smoke: the load generator reported a failure" >&2
   else

@@ -644,11 +644,38 @@ impl Actor {
             return;
         }
         let bytes = self.sync.doc().save();
+        let heads = self.sync.doc().get_heads();
+        let limits = self.sync.limits().clone();
         let store = self.store.clone();
         let doc = self.id;
         self.snapshot_covers = Some(covered);
         self.since_snapshot = 0;
         tokio::spawn(async move {
+            // automerge 0.12 can accept changes (from a hostile peer, found
+            // by fuzzing) whose document then saves to bytes it cannot load
+            // ("mismatching heads"). Such a snapshot would make the case
+            // unloadable; the change log alone still loads, so keep that.
+            let reloads = tokio::task::spawn_blocking(move || {
+                guard::load_document(&bytes, &limits)
+                    .map(|d| d.get_heads() == heads)
+                    .map_err(|e| e.to_string())
+                    .and_then(|same| {
+                        same.then_some(bytes)
+                            .ok_or_else(|| "different heads".to_owned())
+                    })
+            })
+            .await;
+            let bytes = match reloads {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => {
+                    tracing::error!(document = %doc, error = %e, "the document's snapshot does not reload; not stored (the change log still has everything)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(document = %doc, error = %e, "snapshot check failed; not stored");
+                    return;
+                }
+            };
             if let Err(e) = store
                 .put_snapshot(doc, bytes, crate::store::LogSeq(covered))
                 .await

@@ -359,7 +359,8 @@ fn backstop_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 fn assert_backstop_sync(name: &str, data: &[u8]) {
     let (mut sync, p) = server_doc();
     let heads = sync.doc().get_heads();
-    match sync.handle_sync(&p, data) {
+    let r = sync.handle_sync(&p, data);
+    match r {
         Err(DocSyncError::Guard(GuardError::AutomergePanicked)) => {
             assert!(sync.is_poisoned(), "{name}: the document is dropped");
             assert!(

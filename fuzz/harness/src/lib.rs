@@ -50,6 +50,9 @@ pub const KNOWN_AUTOMERGE_PANICS: &[&str] = &[
     // document). Seeing it needs every operation's object resolved against
     // the document's objects.
     "/automerge-0.12.0/src/op_set2/change/batch.rs:920",
+    // `get_changes` right after a sync message was accepted unwraps a
+    // change-graph lookup of a dependency it lost (`MissingDep`).
+    "/automerge-0.12.0/src/op_set2/change/collector.rs:753",
 ];
 
 /// Which panics the fuzz run lets unwind instead of aborting, so that
@@ -152,8 +155,9 @@ fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
 /// from storage:
 /// - the typed reads, the conflict list and the JSON view never panic (they
 ///   may refuse a document whose shape is wrong, with an error);
-/// - a snapshot of it reloads through `guard::load_document` with the same
-///   heads;
+/// - a snapshot of it is loaded through `guard::load_document` without a
+///   panic (it may fail to reload: automerge 0.12 can save a document it
+///   cannot load, which is why the server checks each snapshot first);
 /// - when `log` is given (the seeded snapshot plus the changes the engine
 ///   handed out for persistence), replaying it the way the server's
 ///   document actor does (`load_document`, then `load_changes` per change)
@@ -168,13 +172,16 @@ pub fn check_readable(doc: &Automerge, log: Option<(&[u8], &[Vec<u8>])>) {
 
     let heads = sorted(doc.get_heads());
     let snapshot = doc.save();
-    let reloaded = guard::load_document(&snapshot, &limits)
-        .expect("a snapshot of an accepted document reloads through the guards");
-    assert_eq!(
-        sorted(reloaded.get_heads()),
-        heads,
-        "a reloaded snapshot has the document's heads"
-    );
+    // automerge 0.12 can accept changes whose document then saves to bytes
+    // it cannot load, or loads with other heads (found by stored_bytes).
+    // The server checks every snapshot this way before storing it and keeps
+    // only the change log otherwise (`Actor::compact`), so such a snapshot
+    // must be *seen*, never trusted: the guarantee is the log replay below.
+    let snapshot_reloads = guard::load_document(&snapshot, &limits)
+        .is_ok_and(|reloaded| sorted(reloaded.get_heads()) == heads);
+    if !snapshot_reloads {
+        note_once("a snapshot of an accepted document does not reload (the server would not store it)");
+    }
 
     if let Some((base, changes)) = log {
         let mut rebuilt = guard::load_document(base, &limits).expect("the base snapshot reloads");
@@ -187,6 +194,14 @@ pub fn check_readable(doc: &Automerge, log: Option<(&[u8], &[Vec<u8>])>) {
             heads,
             "snapshot + persisted changes rebuild the document the peer was told about"
         );
+    }
+}
+
+/// Prints `what` once per process (libFuzzer runs millions of inputs).
+fn note_once(what: &'static str) {
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    if SEEN.lock().map(|mut seen| seen.insert(what)).unwrap_or(false) {
+        eprintln!("note: {what}");
     }
 }
 

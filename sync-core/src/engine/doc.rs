@@ -158,7 +158,7 @@ impl DocSync {
             // automerge's read-only state ignores changes; nothing to persist.
             return Ok(());
         }
-        self.queue_new_changes(&heads_before, Some(peer.clone()));
+        self.queue_new_changes(&heads_before, Some(peer.clone()))?;
         Ok(())
     }
 
@@ -168,7 +168,8 @@ impl DocSync {
         let heads_before = self.doc.get_heads();
         let out = f(&mut self.doc);
         self.known.learn(&self.doc, &heads_before);
-        self.queue_new_changes(&heads_before, None);
+        // A failure poisons the document, which the driver sees.
+        let _ = self.queue_new_changes(&heads_before, None);
         out
     }
 
@@ -183,17 +184,32 @@ impl DocSync {
         ) {
             self.in_flight.insert(u64::MAX);
         }
-        self.queue_new_changes(&heads_before, None);
+        self.queue_new_changes(&heads_before, None)?;
         result
     }
 
-    fn queue_new_changes(&mut self, heads_before: &[ChangeHash], from: Option<PeerId>) {
+    /// Queues the changes since `heads_before` for persistence. automerge
+    /// 0.12 can accept a message and then panic listing the changes it
+    /// accepted (`collector.rs`, a dependency it lost; found by fuzzing):
+    /// then the document is poisoned, as after any panic inside automerge.
+    fn queue_new_changes(
+        &mut self,
+        heads_before: &[ChangeHash],
+        from: Option<PeerId>,
+    ) -> Result<(), GuardError> {
         if self.doc.get_heads() == heads_before {
-            return;
+            return Ok(());
         }
-        let changes: Vec<Change> = self.doc.get_changes(heads_before).into_iter().collect();
+        let doc = &self.doc;
+        let changes: Vec<Change> = match guard::catch_automerge(|| doc.get_changes(heads_before)) {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.in_flight.insert(u64::MAX);
+                return Err(e);
+            }
+        };
         if changes.is_empty() {
-            return;
+            return Ok(());
         }
         let token = self.next_token;
         self.next_token += 1;
@@ -203,6 +219,7 @@ impl DocSync {
             changes,
             from,
         });
+        Ok(())
     }
 
     /// Changes the driver must store now.

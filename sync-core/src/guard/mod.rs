@@ -138,7 +138,7 @@ pub fn receive_sync_message_known(
         doc.receive_sync_message(state, message)
             .map_err(automerge_error)
     })??;
-    known.learn(doc, &heads);
+    catch_automerge(|| known.learn(doc, &heads))?;
     check_ops(doc, limits)
 }
 
@@ -228,7 +228,7 @@ pub fn load_changes_known(
     check_actors(doc, &budget, limits, known)?;
     let heads = doc.get_heads();
     catch_automerge(|| doc.load_incremental(bytes))?.map_err(automerge_error)?;
-    known.learn(doc, &heads);
+    catch_automerge(|| known.learn(doc, &heads))?;
     check_ops(doc, limits)?;
     Ok(budget.chunks)
 }
