@@ -767,8 +767,9 @@ fn scan_column(
                     let literals = if count > 0 { 1 } else { count.unsigned_abs() };
                     let repeat = if count > 0 { count.unsigned_abs() } else { 1 };
                     for _ in 0..literals {
-                        let step = next_sleb(bytes)?
-                            .ok_or(GuardError::Truncated { what: "column value" })?;
+                        let step = next_sleb(bytes)?.ok_or(GuardError::Truncated {
+                            what: "column value",
+                        })?;
                         scan.delta(step, repeat);
                     }
                 } else if count > 0 {
