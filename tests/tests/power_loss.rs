@@ -779,3 +779,22 @@ fn the_filesystem_drops_what_was_not_synced() {
         b"synced;"
     );
 }
+
+/// A run that fails half-way, with a file still open on the filesystem,
+/// leaves no mount behind.
+#[test]
+fn a_busy_filesystem_is_detached_when_dropped() {
+    let fs = PowerCutFs::mount().unwrap_or_else(|e| panic!("{e}"));
+    let path = fs.path().to_owned();
+    let open = std::fs::File::create(path.join("held")).unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(path.to_str().unwrap()))
+    };
+    assert!(mounted());
+    drop(fs);
+    assert!(!mounted(), "{} is still mounted", path.display());
+    drop(open);
+}
