@@ -295,6 +295,13 @@ impl Docs {
         drop(map);
         self.inner.metrics.docs_loaded.inc();
         let subscribers: Subscribers = Arc::default();
+        let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+        tokio::spawn(Actor::forward_persists(
+            persist_rx,
+            self.inner.store.clone(),
+            tx.clone(),
+            self.inner.metrics.clone(),
+        ));
         let actor = Actor {
             id: doc,
             sync: DocSync::new(automerge, self.inner.config.limits.clone()),
@@ -313,6 +320,7 @@ impl Docs {
             hooks: self.inner.hooks.clone(),
             quarantined: HashMap::new(),
             deferred: VecDeque::new(),
+            persist_tx,
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -528,6 +536,8 @@ struct Actor {
     /// Sync messages that arrived while changes were being made durable,
     /// in arrival order; see [`Actor::defer`].
     deferred: VecDeque<Cmd>,
+    /// Persist batches, in order, to [`Actor::forward_persists`].
+    persist_tx: mpsc::UnboundedSender<(u64, Vec<ChangeRecord>)>,
 }
 
 /// Most sync messages held back while the gate is closed; past it they are
@@ -1041,31 +1051,69 @@ impl Actor {
                 received_at_ms,
             })
             .collect();
-        let n = records.len() as u64;
         let token = req.token;
         self.pending.insert(token);
-        let store = self.store.clone();
-        let tx = self.self_tx.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let result = store
-                .commit(WriteBatch::from(WriteOp::AppendChanges(records)))
-                .await
-                .map_err(|e| tracing::error!(error = %e, "persisting changes failed"));
-            let log_seq = result.as_ref().ok().and_then(|receipt| {
-                receipt.outcomes.iter().find_map(|o| match o {
-                    crate::store::WriteOutcome::ChangesAppended(a) => {
-                        a.iter().map(|x| x.log_seq.0).max()
-                    }
-                    _ => None,
-                })
+        // Through the actor's one forwarder, so batches reach the group
+        // commit in the order they were made: a change is never stored
+        // without the changes it depends on (one spawned task per batch
+        // raced, and a power cut between two commits left a gap; found by
+        // the power-loss test).
+        if self.persist_tx.send((token, records)).is_err() {
+            // The forwarder only stops when the actor does.
+            self.sync.handle_persist_failed(token);
+        }
+    }
+
+    /// Queues the actor's persist batches for the group commit in order, and
+    /// reports each one's outcome back to the actor as it completes.
+    async fn forward_persists(
+        mut jobs: mpsc::UnboundedReceiver<(u64, Vec<ChangeRecord>)>,
+        store: Store,
+        tx: mpsc::Sender<Cmd>,
+        metrics: Arc<Metrics>,
+    ) {
+        while let Some((token, records)) = jobs.recv().await {
+            let n = records.len() as u64;
+            let queued = store
+                .submit(WriteBatch::from(WriteOp::AppendChanges(records)))
+                .await;
+            let tx = tx.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let result = match queued {
+                    Ok(receipt) => receipt.await,
+                    Err(e) => Err(e),
+                };
+                Self::report_persisted(result, token, n, &tx, &metrics).await;
             });
-            let ok = result.is_ok();
-            if ok {
-                metrics.changes_applied.inc_by(n);
+        }
+    }
+
+    /// Tells the actor how a persist batch fared (`Cmd::Persisted`).
+    async fn report_persisted(
+        result: Result<crate::store::CommitReceipt, crate::store::StoreError>,
+        token: u64,
+        n: u64,
+        tx: &mpsc::Sender<Cmd>,
+        metrics: &Metrics,
+    ) {
+        let log_seq = match &result {
+            Ok(receipt) => receipt.outcomes.iter().find_map(|o| match o {
+                crate::store::WriteOutcome::ChangesAppended(a) => {
+                    a.iter().map(|x| x.log_seq.0).max()
+                }
+                _ => None,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "persisting changes failed");
+                None
             }
-            let _ = tx.send(Cmd::Persisted { token, log_seq, ok }).await;
-        });
+        };
+        let ok = result.is_ok();
+        if ok {
+            metrics.changes_applied.inc_by(n);
+        }
+        let _ = tx.send(Cmd::Persisted { token, log_seq, ok }).await;
     }
 
     /// Sends what the gate lets out: sync messages, and durable heads to the

@@ -102,9 +102,6 @@ struct Outcome {
     lost: Vec<ChangeHash>,
     /// The server after the cut still had the case.
     case_survived: bool,
-    /// FIXME: `casesync check` found a stored change without its
-    /// dependency (see `run_in`).
-    orphaned: bool,
     /// The servers' log, when something was lost.
     log_tail: String,
     took: Duration,
@@ -321,12 +318,9 @@ async fn run_in(
         .and_then(|root| root.sync_all())
         .map_err(|e| format!("fsync the mount's root: {e}"))?;
     let server = Served::start(&data_dir, &log, unsafe_normal).await?;
-    // FIXME: the server writes `storage-id` without fsync, so a cut now
-    // would leave it empty and no server would start on what is left
-    // (`fixme_storage_id_is_not_durable`). Until that is fixed, what the
-    // start wrote is made durable, as the kernel's writeback would within
-    // about 30 s, before the case exists. Nothing else may need it (the
-    // `-shm` file is never synced, by design: SQLite rebuilds it).
+    // Everything the start wrote must already be durable (`storage-id`
+    // once was not: `storage_id_is_durable_from_the_first_start`). The
+    // `-shm` file is never synced, by design: SQLite rebuilds it.
     let settled = fs.sync_all();
     let needed: Vec<String> = settled
         .unsynced
@@ -336,10 +330,10 @@ async fn run_in(
         .collect();
     // (With synchronous=NORMAL the WAL is unsynced too: that is what the
     // control must catch later, from lost acknowledgements.)
-    let allowed = |n: &String| n == "storage-id" || (unsafe_normal && n.ends_with("-wal"));
+    let allowed = |n: &String| unsafe_normal && n.ends_with("-wal");
     if !needed.iter().all(allowed) || settled.unsynced_dirs > 0 {
         return Err(format!(
-            "the start left more than storage-id unsynced: {needed:?}, {} directories",
+            "the start left files unsynced: {needed:?}, {} directories",
             settled.unsynced_dirs
         ));
     }
@@ -440,21 +434,15 @@ async fn run_in(
     // Step 5: after the reboot, the database is consistent and a server
     // starts on it.
     let data_dir = image.join("data");
-    // FIXME: the document actor spawns one task per persist request
-    // (server/src/docs.rs, `persist`), and each task enqueues its batch
-    // only when it first runs, so two requests can reach the group commit
-    // in the opposite order (tokio runs the last spawned task first). A
-    // cut between the two commits leaves a change whose dependency was
-    // never stored: `casesync check` says "lacks N dependencies". Nothing
-    // acknowledged is lost (the gate waits for both), and the phone's
-    // re-upload fills the gap, which is checked below. Any other failure
-    // of `check` fails the run.
-    let orphaned = match casesync(&["check"], &data_dir).await {
-        Ok(text) if text.starts_with("ok") => false,
-        Err(e) if e.contains(" dependencies") => true,
+    // (The document actor once let two persist batches reach the group
+    // commit in the opposite order, and a cut between the two commits left
+    // a change without its dependency: `check` said "lacks 1
+    // dependencies". Any failure of `check` fails the run.)
+    match casesync(&["check"], &data_dir).await {
+        Ok(text) if text.starts_with("ok") => {}
         Ok(text) => return Err(format!("casesync check after the cut: {text}")),
-        Err(e) => return Err(format!("after the cut: {e}")),
-    };
+        Err(e) => return Err(format!("casesync check after the cut: {e}")),
+    }
     let server = Served::start(&data_dir, &log, false).await?;
 
     // Step 6: every acknowledged change is there.
@@ -506,14 +494,6 @@ async fn run_in(
         phone.disconnect().await;
     }
     server.kill().await;
-    if orphaned && lost.is_empty() {
-        let text = casesync(&["check"], &data_dir)
-            .await
-            .map_err(|e| format!("after the phone filled the missing dependency: {e}"))?;
-        if !text.starts_with("ok") {
-            return Err(format!("casesync check after the re-upload: {text}"));
-        }
-    }
     Ok(Outcome {
         cut,
         report,
@@ -521,7 +501,6 @@ async fn run_in(
         acked: acked.len(),
         acked_edits,
         case_survived,
-        orphaned,
         log_tail: if lost.is_empty() {
             String::new()
         } else {
@@ -562,7 +541,6 @@ async fn power_cut_loses_nothing_acknowledged() {
     let (mut acked, mut made, mut mid_commit, mut mid_checkpoint, mut slowest) =
         (0, 0, 0, 0, Duration::ZERO);
     let mut by_cut = [0usize; 4];
-    let mut orphaned = 0;
     for (run, outcome) in &outcomes {
         match outcome {
             Err(e) => failures.push(format!(
@@ -580,7 +558,6 @@ async fn power_cut_loses_nothing_acknowledged() {
             )),
             Ok(o) => {
                 acked += o.acked_edits;
-                orphaned += usize::from(o.orphaned);
                 by_cut[match o.cut {
                     Cut::AtTime(_) => 0,
                     Cut::AtOperation(_) => 1,
@@ -609,8 +586,7 @@ async fn power_cut_loses_nothing_acknowledged() {
         "{} runs in {:.1} s (slowest {:.2} s); cuts at a time, at an operation, in a \
          checkpoint, after an ack: {by_cut:?}; {made} edits made, {acked} of them acknowledged \
          before the cut and found after it; cuts with unsynced WAL bytes: {mid_commit}, during \
-         a checkpoint (database file written, not yet synced): {mid_checkpoint}; FIXME: \
-         a stored change without its dependency (persists reordered): {orphaned}",
+         a checkpoint (database file written, not yet synced): {mid_checkpoint}",
         outcomes.len(),
         started.elapsed().as_secs_f64(),
         slowest.as_secs_f64()
@@ -661,16 +637,12 @@ async fn negative_control_synchronous_normal_is_caught() {
     );
 }
 
-/// FIXME: `storage-id` is written without fsync (server/src/app.rs,
-/// `load_or_create_storage_id`), and its name is made durable by the
-/// store's directory fsync right after. A power cut in the first seconds
-/// after the first start leaves it empty, and the server then refuses to
-/// start ("identifier is empty") although `casesync check` passes. This
-/// asserts what happens now; once the file is fsynced, the server starts
-/// and this test fails: turn it around then, and drop the `sync_all` in
-/// `run_once`.
+/// `storage-id` is durable from the first start: a power cut right after
+/// it leaves the same identifier, and the server starts on what is left.
+/// (It was once written without fsync: the cut left it empty and no server
+/// would start, although `casesync check` passed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixme_storage_id_is_not_durable() {
+async fn storage_id_is_durable_from_the_first_start() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("server.log");
     let fs = PowerCutFs::mount().unwrap_or_else(|e| panic!("{e}"));
@@ -678,9 +650,11 @@ async fn fixme_storage_id_is_not_durable() {
     std::fs::create_dir(&data_dir).unwrap();
     std::fs::File::open(fs.path()).unwrap().sync_all().unwrap();
     let server = Served::start(&data_dir, &log, false).await.unwrap();
+    let written = std::fs::read(data_dir.join("storage-id")).unwrap();
+    assert_eq!(written.len(), 32, "a 16-byte identifier in hex");
     let report = fs.cut();
     server.kill().await;
-    assert_eq!(report.unsynced_bytes("storage-id"), 32, "{report:?}");
+    assert_eq!(report.unsynced_bytes("storage-id"), 0, "{report:?}");
     let image = scratch.path().join("image");
     std::fs::create_dir(&image).unwrap();
     fs.write_durable_image(&image).unwrap();
@@ -689,16 +663,15 @@ async fn fixme_storage_id_is_not_durable() {
         .unwrap()
         .unwrap();
     let data_dir = image.join("data");
-    assert_eq!(std::fs::read(data_dir.join("storage-id")).unwrap(), b"");
+    assert_eq!(std::fs::read(data_dir.join("storage-id")).unwrap(), written);
     assert!(casesync(&["check"], &data_dir)
         .await
         .unwrap()
         .starts_with("ok"));
-    let err = Served::start(&data_dir, &log, false)
+    let server = Served::start(&data_dir, &log, false)
         .await
-        .err()
-        .expect("FIXME: the server does not start on an empty storage-id");
-    assert!(err.contains("identifier is empty"), "{err}");
+        .expect("the server starts on what the cut left");
+    server.kill().await;
 }
 
 /// The filesystem itself: unsynced bytes and unsynced names are gone after

@@ -161,6 +161,19 @@ impl Store {
     /// has durably committed. If the future is dropped before then, the batch
     /// may still be stored.
     pub async fn commit(&self, batch: WriteBatch) -> Result<CommitReceipt, StoreError> {
+        self.submit(batch).await?.await
+    }
+
+    /// Queues `batch` for the writer and returns, once it is queued, a
+    /// future of its receipt. Batches are committed in the order they were
+    /// queued, so a caller that must keep an order (a change before the
+    /// changes that depend on it) queues one batch after the other with
+    /// this, and waits for the receipts however it likes.
+    pub async fn submit(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<impl std::future::Future<Output = Result<CommitReceipt, StoreError>>, StoreError>
+    {
         let sender = self
             .inner
             .sender
@@ -179,7 +192,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         drop(sender);
-        receipt.await.map_err(|_| StoreError::WriterStopped)?
+        Ok(async move { receipt.await.map_err(|_| StoreError::WriterStopped)? })
     }
 
     pub async fn create_document(&self, doc: NewDocument) -> Result<(), StoreError> {
