@@ -173,15 +173,18 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // At trace level tungstenite logs every WebSocket frame and message it
     // receives, whole: case contents, and whatever a client puts in a
-    // frame. Whatever CASESYNC_LOG asks for, it logs at most at debug.
+    // frame. Whatever CASESYNC_LOG asks for, it logs at most at info (a
+    // directive sets a level, it does not cap one: "tungstenite=debug"
+    // turned its debug records on under the default "info", a line per
+    // close frame).
     // automerge 0.12 attaches its whole change history, as debug text, to
     // an info-level record each time it loads changes: case contents in
     // the log, and a cost that grows with the square of the history when a
     // case is loaded change by change (a 20,000-change case never finished
     // loading). It logs warnings only.
     for cap in [
-        "tungstenite=debug",
-        "tokio_tungstenite=debug",
+        "tungstenite=info",
+        "tokio_tungstenite=info",
         "automerge=warn",
     ] {
         if let Ok(directive) = cap.parse() {
