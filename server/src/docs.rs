@@ -129,6 +129,8 @@ enum Cmd {
         token: u64,
         /// The highest change-log position written, on success.
         log_seq: Option<i64>,
+        /// How many changes the batch held.
+        changes: u64,
         ok: bool,
     },
     Read {
@@ -845,13 +847,25 @@ impl Actor {
                     }
                 }
             }
-            Cmd::Persisted { token, log_seq, ok } => {
+            Cmd::Persisted {
+                token,
+                log_seq,
+                changes,
+                ok,
+            } => {
                 self.pending.remove(&token);
                 if ok {
                     self.sync.handle_persisted(token);
                     if let Some(seq) = log_seq {
                         self.log_end = Some(self.log_end.map_or(seq, |e| e.max(seq)));
-                        self.since_snapshot += 1;
+                        // Changes, not batches: a device delivering 500
+                        // offline edits in one message is 500 more changes
+                        // to load after a restart. (Counting batches, a
+                        // 20,000-change case built from a few writers had
+                        // no snapshot at all.)
+                        self.since_snapshot = self
+                            .since_snapshot
+                            .saturating_add(usize::try_from(changes).unwrap_or(usize::MAX));
                     }
                     if self.since_snapshot >= self.snapshot_every {
                         self.compact();
@@ -1113,7 +1127,14 @@ impl Actor {
         if ok {
             metrics.changes_applied.inc_by(n);
         }
-        let _ = tx.send(Cmd::Persisted { token, log_seq, ok }).await;
+        let _ = tx
+            .send(Cmd::Persisted {
+                token,
+                log_seq,
+                changes: n,
+                ok,
+            })
+            .await;
     }
 
     /// Sends what the gate lets out: sync messages, and durable heads to the

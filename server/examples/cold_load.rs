@@ -1,0 +1,78 @@
+//! Where a cold load's server time goes (issue 7, workload 4), phase by
+//! phase, on a real data directory: reading the stored snapshot and change
+//! log from SQLite, loading them through the guards, and the first sync
+//! message to a fresh device. Build the case first, e.g. with the load
+//! generator's cold workload against a server on DIR (BENCHMARKS.md).
+//!
+//! ```text
+//! cargo run --release -p casesync-server --example cold_load -- DIR [--key-file F]
+//! ```
+//!
+//! Loads the document with the most stored changes, five times; prints
+//! figures and asserts nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::Automerge;
+use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
+use sync_core::engine::DocSync;
+use sync_core::guard::{self, KnownActors, Limits};
+use sync_core::ids::PeerId;
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("usage: cold_load DATA_DIR");
+    let storage = SqliteStorage::open(SqliteConfig::new(&dir)).expect("open the store");
+    let docs = storage.list_documents().expect("list");
+    let (meta, _) = docs
+        .iter()
+        .map(|m| {
+            let n = storage.load_document(&m.id).ok().flatten().map_or(0, |l| {
+                l.changes.len() + l.snapshot.as_ref().map_or(0, |s| s.len())
+            });
+            (m, n)
+        })
+        .max_by_key(|(_, n)| *n)
+        .expect("a document");
+    let limits = Limits::default();
+    for round in 0..5 {
+        let t = Instant::now();
+        let loaded = storage.load_document(&meta.id).unwrap().unwrap();
+        let read = t.elapsed();
+        let t = Instant::now();
+        let mut doc = match &loaded.snapshot {
+            Some(s) => guard::load_document(s, &limits).unwrap(),
+            None => Automerge::new(),
+        };
+        let snapshot = t.elapsed();
+        let t = Instant::now();
+        let mut known = KnownActors::from_doc(&doc);
+        guard::load_change_log(&mut doc, &loaded.changes, &limits, &mut known).unwrap();
+        let tail = t.elapsed();
+        let changes = doc.get_changes(&[]).len();
+        // The fresh device: its first message (empty heads), then the reply.
+        let t = Instant::now();
+        let mut sync = DocSync::new(doc, limits.clone());
+        let peer = PeerId::new("user:fresh:phone").unwrap();
+        sync.add_peer(peer.clone(), None, false);
+        let setup = t.elapsed();
+        let client = Automerge::new();
+        let mut client_state = sync::State::new();
+        let first = client
+            .generate_sync_message(&mut client_state)
+            .unwrap()
+            .encode();
+        let t = Instant::now();
+        sync.handle_sync(&peer, &first).unwrap();
+        let reply = sync.poll_outgoing_for(&peer).unwrap_or_default();
+        let serve = t.elapsed();
+        println!(
+            "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B)",
+            loaded.snapshot.as_ref().map_or(0, Vec::len),
+            loaded.changes.len(),
+            reply.len()
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The document actor keeps a snapshot of each case current, so that a
+//! restart loads a snapshot and a short tail of the change log rather than
+//! every change (issue 7's cold load). It counts changes, not deliveries: a
+//! phone that comes back with hundreds of offline edits in one message
+//! moves the case that many changes along.
+
+mod support;
+
+use std::time::Duration;
+
+use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
+use support::{EngineDevice, TestServer};
+use sync_core::ids::DocumentId;
+use sync_core::model::{DisappearanceField, Edit, Field};
+
+const CIRCUMSTANCES: Field = Field::Disappearance(DisappearanceField::Circumstances);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_of_many_offline_edits_leads_to_a_snapshot() {
+    let server = TestServer::start().await;
+    let olena = server.token("olena", "phone");
+    let case =
+        DocumentId::parse_url_or_id(&server.create_case(&olena, serde_json::json!({})).await)
+            .expect("case id");
+    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
+    phone.find(case).await;
+    // 600 edits (the actor snapshots every 500 changes), sent together.
+    for n in 0..600 {
+        phone.edit(
+            case,
+            &Edit::SpliceText {
+                field: CIRCUMSTANCES,
+                pos: 0,
+                delete: 0,
+                insert: format!("[{n}]"),
+            },
+        );
+    }
+    phone.wait_acknowledged(case).await;
+
+    // The snapshot is written after the acknowledgement, off the actor.
+    let storage =
+        SqliteStorage::open(SqliteConfig::new(server.data_dir())).expect("open the store");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let loaded = loop {
+        let loaded = storage
+            .load_document(&case)
+            .expect("load")
+            .expect("the case is stored");
+        if loaded.snapshot.is_some() || tokio::time::Instant::now() > deadline {
+            break loaded;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        loaded.snapshot.is_some(),
+        "no snapshot after 600 changes in one delivery"
+    );
+    assert!(
+        loaded.changes.len() < 500,
+        "the tail after the snapshot is short: {} changes",
+        loaded.changes.len()
+    );
+    // And the snapshot plus the tail is the case the phone has.
+    let mut doc = sync_core::guard::load_document(
+        loaded.snapshot.as_deref().unwrap_or_default(),
+        &sync_core::guard::Limits::default(),
+    )
+    .expect("the snapshot loads");
+    for c in &loaded.changes {
+        doc.load_incremental(c).expect("a stored change loads");
+    }
+    let phone_doc = phone.device.doc(&case).expect("open document");
+    assert_eq!(doc.get_heads(), phone_doc.get_heads());
+}
