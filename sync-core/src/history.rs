@@ -380,56 +380,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// The document now (`None`) or at `heads`.
     pub fn read(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Self, HistoryError> {
-        if let Some(h) = heads {
-            check_heads(doc, h)?;
-        }
-        caught(|| {
-            let mut objects: HashMap<ObjId, Items> = HashMap::new();
-            let mut current: Option<(std::sync::Arc<ObjId>, Items)> = None;
-            for item in doc.iter_at(ObjId::Root, heads) {
-                // An object's items come together; the map is touched once
-                // per object, not per item.
-                if current.as_ref().is_none_or(|(obj, _)| *obj != item.obj) {
-                    if let Some((obj, items)) = current.take() {
-                        objects.insert((*obj).clone(), items);
-                    }
-                    let items = match &item.item {
-                        DocItem::Map(_) => Items::Map(BTreeMap::new()),
-                        DocItem::List(_) => Items::List(Vec::new()),
-                        DocItem::Text(_) => Items::Text(String::new()),
-                    };
-                    current = Some((item.obj.clone(), items));
-                }
-                let Some((_, items)) = current.as_mut() else {
-                    continue;
-                };
-                let entry = |value: &ValueRef<'_>, id: ObjId, conflict: bool| Item {
-                    value: match value {
-                        ValueRef::Scalar(s) => Ok(ScalarValue::from(s.clone())),
-                        ValueRef::Object(t) => Err((*t, id)),
-                    },
-                    conflict,
-                };
-                match (items, item.item) {
-                    (Items::Map(v), DocItem::Map(m)) => {
-                        v.insert(m.key.to_string(), entry(&m.value, m.id(), m.conflict));
-                    }
-                    (Items::List(v), DocItem::List(l)) => {
-                        v.push(entry(&l.value, l.id(), l.conflict));
-                    }
-                    (Items::Text(t), DocItem::Text(Span::Text { text, .. })) => t.push_str(&text),
-                    (Items::Text(t), DocItem::Text(Span::Block(_))) => t.push('\u{fffc}'),
-                    _ => {}
-                }
-            }
-            if let Some((obj, items)) = current.take() {
-                objects.insert((*obj).clone(), items);
-            }
-            Snapshot {
-                root: build(&objects, ObjType::Map, ObjId::Root, 0),
-                heads: heads.map(<[ChangeHash]>::to_vec),
-                objects,
-            }
+        let objects = read_objects(doc, heads)?;
+        Ok(Snapshot {
+            root: build(&objects, ObjType::Map, ObjId::Root, 0),
+            heads: heads.map(<[ChangeHash]>::to_vec),
+            objects,
         })
     }
 
@@ -518,6 +473,79 @@ impl Snapshot {
             Val::Scalar(ScalarValue::Str(s)) => Some(s.to_string()),
             _ => None,
         }
+    }
+}
+
+/// What automerge's document iterator yields at `heads` (now for
+/// `None`), by object, in one pass (far cheaper than a `get` per key).
+fn read_objects(
+    doc: &Automerge,
+    heads: Option<&[ChangeHash]>,
+) -> Result<HashMap<ObjId, Items>, HistoryError> {
+    if let Some(h) = heads {
+        check_heads(doc, h)?;
+    }
+    caught(|| {
+        let mut objects: HashMap<ObjId, Items> = HashMap::new();
+        let mut current: Option<(std::sync::Arc<ObjId>, Items)> = None;
+        for item in doc.iter_at(ObjId::Root, heads) {
+            // An object's items come together; the map is touched once
+            // per object, not per item.
+            if current.as_ref().is_none_or(|(obj, _)| *obj != item.obj) {
+                if let Some((obj, items)) = current.take() {
+                    objects.insert((*obj).clone(), items);
+                }
+                let items = match &item.item {
+                    DocItem::Map(_) => Items::Map(BTreeMap::new()),
+                    DocItem::List(_) => Items::List(Vec::new()),
+                    DocItem::Text(_) => Items::Text(String::new()),
+                };
+                current = Some((item.obj.clone(), items));
+            }
+            let Some((_, items)) = current.as_mut() else {
+                continue;
+            };
+            let entry = |value: &ValueRef<'_>, id: ObjId, conflict: bool| Item {
+                value: match value {
+                    ValueRef::Scalar(s) => Ok(ScalarValue::from(s.clone())),
+                    ValueRef::Object(t) => Err((*t, id)),
+                },
+                conflict,
+            };
+            match (items, item.item) {
+                (Items::Map(v), DocItem::Map(m)) => {
+                    v.insert(m.key.to_string(), entry(&m.value, m.id(), m.conflict));
+                }
+                (Items::List(v), DocItem::List(l)) => {
+                    v.push(entry(&l.value, l.id(), l.conflict));
+                }
+                (Items::Text(t), DocItem::Text(Span::Text { text, .. })) => t.push_str(&text),
+                (Items::Text(t), DocItem::Text(Span::Block(_))) => t.push('\u{fffc}'),
+                _ => {}
+            }
+        }
+        if let Some((obj, items)) = current.take() {
+            objects.insert((*obj).clone(), items);
+        }
+        objects
+    })
+}
+
+/// One point of a wide difference read whole, in one pass of automerge's
+/// document iterator: what [`Snapshot`] reads, without building the
+/// document tree (the difference reads the objects by id). See
+/// [`difference_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointReading {
+    objects: HashMap<ObjId, Items>,
+}
+
+impl PointReading {
+    /// The document at `heads` (which must be known to it).
+    pub fn read(doc: &Automerge, heads: &[ChangeHash]) -> Result<Self, HistoryError> {
+        Ok(PointReading {
+            objects: read_objects(doc, Some(heads))?,
+        })
     }
 }
 
@@ -611,7 +639,7 @@ struct Side<'a> {
     heads: &'a [ChangeHash],
     /// For a wide difference, the whole side read in one pass; keys in
     /// conflict are still read value by value.
-    snapshot: Option<&'a Snapshot>,
+    snapshot: Option<&'a PointReading>,
 }
 
 impl<'a> Side<'a> {
@@ -1030,8 +1058,9 @@ impl Differ<'_> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
     pub lines: Vec<DiffLine>,
-    /// automerge's patches as JSON (see [`patches`]).
-    pub patches: Json,
+    /// automerge's patches; [`write_patches_json`] writes them as JSON (see
+    /// [`patches`] for the shape).
+    pub patches: Vec<Patch>,
 }
 
 /// The readable, field-by-field difference between the document at
@@ -1047,10 +1076,48 @@ pub fn difference(
 }
 
 /// Above this many changed paths, both sides are read whole in one pass
-/// each ([`Snapshot`]) instead of key by key.
+/// each ([`PointReading`]) instead of key by key.
 const WIDE_DIFFERENCE: usize = 256;
 
-/// [`difference`], reading whole snapshots when `wide` says so (or, for
+/// automerge's patches from `before` to `after`: the first half of
+/// [`difference_with`], which a caller may run beside reading both points.
+pub fn diff_patches(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Result<Vec<Patch>, HistoryError> {
+    check_heads(doc, before)?;
+    check_heads(doc, after)?;
+    caught(|| doc.diff(before, after))
+}
+
+/// [`difference`] from its parts: `patches` from [`diff_patches`] for the
+/// same points, and, for a difference the caller expects to be wide, both
+/// points already read whole (the caller can read them while automerge
+/// diffs: they do not depend on each other). Without readings, both points
+/// are read whole only when the patches name more than
+/// [`WIDE_DIFFERENCE`] paths. The lines are the same either way.
+pub fn difference_with(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+    patches: Vec<Patch>,
+    readings: Option<(PointReading, PointReading)>,
+) -> Result<Difference, HistoryError> {
+    let (touched, counts) = touched_by(&patches);
+    let readings = match readings {
+        Some(r) => Some(r),
+        None if touched.size() > WIDE_DIFFERENCE => Some((
+            PointReading::read(doc, before)?,
+            PointReading::read(doc, after)?,
+        )),
+        None => None,
+    };
+    let lines = readable_lines(doc, before, after, &touched, &counts, readings.as_ref())?;
+    Ok(Difference { lines, patches })
+}
+
+/// [`difference`], reading whole points when `wide` says so (or, for
 /// `None`, when the patches name more than [`WIDE_DIFFERENCE`] paths).
 fn difference_in(
     doc: &Automerge,
@@ -1058,43 +1125,52 @@ fn difference_in(
     after: &[ChangeHash],
     wide: Option<bool>,
 ) -> Result<Difference, HistoryError> {
-    check_heads(doc, before)?;
-    check_heads(doc, after)?;
-    let patches = caught(|| doc.diff(before, after))?;
-    let (touched, counts) = touched_by(&patches);
-    let snapshots = if wide.unwrap_or(touched.size() > WIDE_DIFFERENCE) {
-        Some((
-            Snapshot::read(doc, Some(before))?,
-            Snapshot::read(doc, Some(after))?,
-        ))
-    } else {
-        None
+    let patches = diff_patches(doc, before, after)?;
+    let readings = match wide {
+        Some(true) => Some((
+            PointReading::read(doc, before)?,
+            PointReading::read(doc, after)?,
+        )),
+        Some(false) => {
+            let (touched, counts) = touched_by(&patches);
+            let lines = readable_lines(doc, before, after, &touched, &counts, None)?;
+            return Ok(Difference { lines, patches });
+        }
+        None => None,
     };
+    difference_with(doc, before, after, patches, readings)
+}
+
+fn readable_lines(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+    touched: &Touched,
+    counts: &TextCounts,
+    readings: Option<&(PointReading, PointReading)>,
+) -> Result<Vec<DiffLine>, HistoryError> {
     caught(|| {
         let mut differ = Differ {
             before: Side {
                 doc,
                 heads: before,
-                snapshot: snapshots.as_ref().map(|s| &s.0),
+                snapshot: readings.map(|r| &r.0),
             },
             after: Side {
                 doc,
                 heads: after,
-                snapshot: snapshots.as_ref().map(|s| &s.1),
+                snapshot: readings.map(|r| &r.1),
             },
-            counts: &counts,
+            counts,
             lines: Vec::new(),
         };
         differ.map(
             &mut Vec::new(),
             Some(&ObjId::Root),
             Some(&ObjId::Root),
-            Some(&touched),
+            Some(touched),
         );
-        Difference {
-            lines: differ.lines,
-            patches: Json::Array(patches.iter().map(patch_json).collect()),
-        }
+        differ.lines
     })
 }
 
@@ -1214,6 +1290,139 @@ fn patch_json(patch: &Patch) -> Json {
             })).collect::<Vec<_>>(),
         }),
     }
+}
+
+/// Writes `patches` to `out` as the JSON array [`patches`] gives (the same
+/// values, keys in the same sorted order), without building a JSON tree
+/// first: a wide difference has tens of thousands of patches, and the tree
+/// cost more to build, serialize and free than the writing itself.
+pub fn write_patches_json(patches: &[Patch], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, patch) in patches.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_patch(patch, out);
+    }
+    out.push(b']');
+}
+
+/// `s` as a JSON string.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec does not fail, and a str always serializes.
+    serde_json::to_writer(&mut *out, s).ok();
+}
+
+fn write_json(out: &mut Vec<u8>, value: &Json) {
+    serde_json::to_writer(&mut *out, value).ok();
+}
+
+fn write_number(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    use std::io::Write as _;
+    write!(out, "{n}").ok();
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value<'_>) {
+    match value {
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => write_str(out, s),
+            other => write_json(out, &scalar_json(other)),
+        },
+        Value::Object(ObjType::Text) => out.extend_from_slice(b"\"\""),
+        Value::Object(ObjType::List) => out.extend_from_slice(b"[]"),
+        Value::Object(_) => out.extend_from_slice(b"{}"),
+    }
+}
+
+/// The last key of a patch's path: the key or index it is about.
+enum Last<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `"path":[...]`: the patch's path from the root, then `last`.
+fn write_path(out: &mut Vec<u8>, patch: &Patch, last: Last<'_>) {
+    out.extend_from_slice(b"\"path\":[");
+    for (_, prop) in &patch.path {
+        match prop {
+            Prop::Map(k) => write_str(out, k),
+            Prop::Seq(n) => write_number(out, n),
+        }
+        out.push(b',');
+    }
+    match last {
+        Last::Key(k) => write_str(out, k),
+        Last::Index(n) => write_number(out, n),
+    }
+    out.push(b']');
+}
+
+/// A `put` patch, without its closing brace.
+fn write_put(out: &mut Vec<u8>, patch: &Patch, last: Last<'_>, value: &Value<'_>, conflict: bool) {
+    out.extend_from_slice(b"{\"action\":\"put\",\"conflict\":");
+    out.extend_from_slice(if conflict { b"true," } else { b"false," });
+    write_path(out, patch, last);
+    out.extend_from_slice(b",\"value\":");
+    write_value(out, value);
+}
+
+fn write_patch(patch: &Patch, out: &mut Vec<u8>) {
+    match &patch.action {
+        PatchAction::PutMap {
+            key,
+            value,
+            conflict,
+        } => write_put(out, patch, Last::Key(key), &value.0, *conflict),
+        PatchAction::PutSeq {
+            index,
+            value,
+            conflict,
+        } => write_put(out, patch, Last::Index(*index), &value.0, *conflict),
+        PatchAction::Insert { index, values } => {
+            out.extend_from_slice(b"{\"action\":\"insert\",");
+            write_path(out, patch, Last::Index(*index));
+            out.extend_from_slice(b",\"values\":[");
+            for (i, (v, _, _)) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, v);
+            }
+            out.push(b']');
+        }
+        PatchAction::SpliceText { index, value, .. } => {
+            out.extend_from_slice(b"{\"action\":\"splice\",");
+            write_path(out, patch, Last::Index(*index));
+            out.extend_from_slice(b",\"value\":");
+            write_str(out, &value.make_string());
+        }
+        PatchAction::Increment { prop, value } => {
+            out.extend_from_slice(b"{\"action\":\"inc\",");
+            write_path(out, patch, Last::Key(&prop_key(prop)));
+            out.extend_from_slice(b",\"value\":");
+            write_number(out, value);
+        }
+        PatchAction::Conflict { prop } => {
+            out.extend_from_slice(b"{\"action\":\"conflict\",");
+            write_path(out, patch, Last::Key(&prop_key(prop)));
+        }
+        PatchAction::DeleteMap { key } => {
+            out.extend_from_slice(b"{\"action\":\"del\",");
+            write_path(out, patch, Last::Key(key));
+        }
+        PatchAction::DeleteSeq { index, length } => {
+            out.extend_from_slice(b"{\"action\":\"del\",\"length\":");
+            write_number(out, length);
+            out.push(b',');
+            write_path(out, patch, Last::Index(*index));
+        }
+        PatchAction::Mark { .. } => {
+            // Rare (no edit of the case writes marks): the JSON tree.
+            write_json(out, &patch_json(patch));
+            return;
+        }
+    }
+    out.push(b'}');
 }
 
 // ----------------------------------------------------------------- blame
@@ -1860,6 +2069,75 @@ mod tests {
     }
 
     #[test]
+    fn written_patches_are_the_patches_json_of_every_action() {
+        use automerge::transaction::Transactable;
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut points = vec![Vec::new()];
+        let mut tx = doc.transaction();
+        let list = tx
+            .put_object(automerge::ROOT, "list", ObjType::List)
+            .unwrap();
+        let text = tx
+            .put_object(automerge::ROOT, "text", ObjType::Text)
+            .unwrap();
+        tx.put_object(automerge::ROOT, "map", ObjType::Map).unwrap();
+        tx.put(automerge::ROOT, "n", ScalarValue::counter(1))
+            .unwrap();
+        tx.put(automerge::ROOT, "gone", "soon \"quoted\" \u{1F600}\n")
+            .unwrap();
+        tx.put(automerge::ROOT, "f", 1.5).unwrap();
+        tx.put(automerge::ROOT, "bytes", vec![1u8, 2, 3]).unwrap();
+        tx.insert(&list, 0, "a").unwrap();
+        tx.insert(&list, 1, 7_i64).unwrap();
+        tx.insert_object(&list, 2, ObjType::Map).unwrap();
+        tx.splice_text(&text, 0, 0, "hello wörld").unwrap();
+        tx.commit();
+        points.push(doc.get_heads());
+        let mut other = doc.fork().with_actor(actor(2));
+        let mut tx = doc.transaction();
+        tx.increment(automerge::ROOT, "n", 5).unwrap();
+        tx.delete(automerge::ROOT, "gone").unwrap();
+        tx.put(&list, 0, "b").unwrap();
+        tx.delete(&list, 1).unwrap();
+        tx.splice_text(&text, 1, 3, "").unwrap();
+        tx.mark(
+            &text,
+            automerge::marks::Mark::new("bold".to_owned(), true, 0, 2),
+            automerge::marks::ExpandMark::None,
+        )
+        .unwrap();
+        tx.put(automerge::ROOT, "f", "mine").unwrap();
+        tx.commit();
+        let mut tx = other.transaction();
+        tx.put(automerge::ROOT, "f", "theirs").unwrap();
+        tx.commit();
+        points.push(doc.get_heads());
+        doc.merge(&mut other).unwrap();
+        points.push(doc.get_heads());
+        let mut actions = BTreeSet::new();
+        for before in &points {
+            for after in &points {
+                let got = diff_patches(&doc, before, after).unwrap();
+                let mut written = Vec::new();
+                write_patches_json(&got, &mut written);
+                let written: Json = serde_json::from_slice(&written).unwrap();
+                assert_eq!(
+                    written,
+                    patches(&doc, before, after).unwrap(),
+                    "{before:?} -> {after:?}"
+                );
+                for p in written.as_array().unwrap() {
+                    actions.insert(p["action"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        assert_eq!(
+            actions.into_iter().collect::<Vec<_>>(),
+            ["conflict", "del", "inc", "insert", "mark", "put", "splice"]
+        );
+    }
+
+    #[test]
     fn a_snapshot_reads_like_view_and_model_at_every_point() {
         let mut doc = new_case();
         let mut points = vec![doc.get_heads()];
@@ -1978,12 +2256,13 @@ mod tests {
             for after in &points {
                 let full = full_diff(&doc, before, after);
                 for wide in [false, true] {
+                    let got = difference_in(&doc, before, after, Some(wide)).unwrap();
+                    assert_eq!(got.lines, full, "{before:?} -> {after:?}, wide: {wide}");
+                    let mut written = Vec::new();
+                    write_patches_json(&got.patches, &mut written);
                     assert_eq!(
-                        difference_in(&doc, before, after, Some(wide))
-                            .unwrap()
-                            .lines,
-                        full,
-                        "{before:?} -> {after:?}, wide: {wide}"
+                        serde_json::from_slice::<Json>(&written).unwrap(),
+                        patches(&doc, before, after).unwrap()
                     );
                 }
             }
