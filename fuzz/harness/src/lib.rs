@@ -53,6 +53,11 @@ pub const KNOWN_AUTOMERGE_PANICS: &[&str] = &[
     // `get_changes` right after a sync message was accepted unwraps a
     // change-graph lookup of a dependency it lost (`MissingDep`).
     "/automerge-0.12.0/src/op_set2/change/collector.rs:753",
+    // Two more of the same family, in the change collector and the batch
+    // applier: an `assert!` on a slot filled twice, and an unwrap of an
+    // operation it cannot find.
+    "/automerge-0.12.0/src/op_set2/change/collector.rs:299",
+    "/automerge-0.12.0/src/op_set2/change/batch.rs:1121",
 ];
 
 /// Which panics the fuzz run lets unwind instead of aborting, so that
