@@ -323,6 +323,7 @@ impl Docs {
             quarantined: HashMap::new(),
             deferred: VecDeque::new(),
             persist_tx,
+            held_back: false,
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -540,12 +541,22 @@ struct Actor {
     deferred: VecDeque<Cmd>,
     /// Persist batches, in order, to [`Actor::forward_persists`].
     persist_tx: mpsc::UnboundedSender<(u64, Vec<ChangeRecord>)>,
+    /// Some device was not sent what it could have been (its channel was
+    /// nearly full); `route` runs again soon.
+    held_back: bool,
 }
 
 /// Most sync messages held back while the gate is closed; past it they are
 /// applied at once, as if there were no deferral (the command channel's
 /// bound is then the only backpressure, as before).
 const MAX_DEFERRED: usize = 1024;
+
+/// Free slots a connection's outbound channel must have before a document
+/// sends it another sync message (see [`Actor::route`]).
+const OUTBOUND_HEADROOM: usize = 16;
+
+/// How soon a document retries the devices it held back.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 
 type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
 
@@ -576,6 +587,15 @@ impl Actor {
                     Err(_) if docs.retire(&self.id, generation, &mut rx) => break,
                     // A command arrived just as the time ran out.
                     Err(_) => continue,
+                }
+            } else if self.held_back {
+                match tokio::time::timeout(HELD_BACK_RETRY, rx.recv()).await {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.route();
+                        continue;
+                    }
                 }
             } else {
                 match rx.recv().await {
@@ -1148,32 +1168,50 @@ impl Actor {
                 });
             }
         }
-        let by_peer: HashMap<PeerId, u64> = self
-            .peers
-            .iter()
-            .map(|(c, p)| (p.peer.clone(), *c))
-            .collect();
+        // A device that has not yet read what it was sent gets nothing more
+        // for now: automerge's sync state remembers what that peer has not
+        // been told, so one later message catches it up. Closing it instead
+        // (as this did) dropped a third of the devices of a reconnect storm
+        // in the middle of their sync, and they started over. Its channel
+        // is shared by every document of the connection, hence the
+        // headroom; the actor retries while any device is held back.
         let mut slow = Vec::new();
-        for (peer, data) in self.sync.poll_outgoing() {
-            let Some(conn) = by_peer.get(&peer) else {
+        let mut held_back = false;
+        let conns: Vec<u64> = self.peers.keys().copied().collect();
+        for conn in conns {
+            let Some(p) = self.peers.get(&conn) else {
                 continue;
             };
-            if let Some(p) = self.peers.get(conn) {
-                if p.tx
-                    .try_send(Outbound::Sync {
-                        document: self.id,
-                        data,
-                    })
-                    .is_err()
-                {
-                    slow.push(*conn);
-                }
+            if p.tx.capacity() < OUTBOUND_HEADROOM {
+                held_back = true;
+                continue;
+            }
+            let peer = p.peer.clone();
+            let Some(data) = self.sync.poll_outgoing_for(&peer) else {
+                continue;
+            };
+            let Some(p) = self.peers.get(&conn) else {
+                continue;
+            };
+            if p.tx
+                .try_send(Outbound::Sync {
+                    document: self.id,
+                    data,
+                })
+                .is_err()
+            {
+                // Closed, or filled by another document meanwhile.
+                slow.push(conn);
             }
         }
         if !self.sync.is_persisting() {
             let durable = self.sync.durable_heads().to_vec();
             for (conn, p) in &self.peers {
                 if !p.wants_heads || self.heads_sent.get(conn) == Some(&durable) {
+                    continue;
+                }
+                if p.tx.capacity() < OUTBOUND_HEADROOM {
+                    held_back = true;
                     continue;
                 }
                 let heads = durable.iter().map(encode_head).collect();
@@ -1190,8 +1228,10 @@ impl Actor {
                 }
             }
         }
-        // A connection that cannot keep up is closed rather than buffered
-        // without bound; its device reconnects and resumes from its state.
+        self.held_back = held_back;
+        // A connection whose channel is closed, or full despite the
+        // headroom, is closed rather than buffered without bound; its device
+        // reconnects and resumes from its state.
         for conn in slow {
             if let Some(p) = self.remove_conn(conn) {
                 self.sync.remove_peer(&p.peer);
