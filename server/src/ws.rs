@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -29,6 +30,29 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_AWAY: u16 = 1001;
 /// How long a closing socket waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Frames queued for a socket's writer task before the connection waits
+/// for it (backpressure from a device that reads slowly).
+const WRITE_QUEUE: usize = 64;
+
+/// The writer task of one socket: sends frames in order, and notes when a
+/// write completed (the device is reading: it is alive). Ends at the close
+/// frame, when the queue closes, or when the socket fails.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Message>,
+    written: Arc<std::sync::Mutex<Instant>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        let closing = matches!(frame, Message::Close(_));
+        if sink.send(frame).await.is_err() {
+            return;
+        }
+        *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if closing {
+            return;
+        }
+    }
+}
 
 pub async fn sync_socket(
     State(state): State<AppState>,
@@ -131,8 +155,36 @@ impl Conn {
         self.session.poll_transmit()
     }
 
-    async fn run(&mut self, socket: WebSocket, mut out_rx: mpsc::Receiver<Outbound>) -> String {
-        let (mut sink, mut stream) = socket.split();
+    async fn run(&mut self, socket: WebSocket, out_rx: mpsc::Receiver<Outbound>) -> String {
+        let (sink, stream) = socket.split();
+        // Writing has its own task, so that a device slow to read what we
+        // send never stops us reading what it sends (its pongs among it):
+        // with one task, a send blocked on a full socket stopped the reads,
+        // the device's pongs went unread and it was closed as idle, and a
+        // device blocked in its own send deadlocked with us until then (a
+        // third of the 1,000 devices of the reconnect storm). Liveness is
+        // now any frame or pong read, or any write completed.
+        let (write_tx, write_rx) = mpsc::channel::<Message>(WRITE_QUEUE);
+        let written = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
+        let reason = self.run_io(stream, out_rx, &write_tx, &written).await;
+        // Let the writer send what is queued (the close frame last), then
+        // stop it.
+        drop(write_tx);
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(CLOSE_LINGER, writer).await.is_err() {
+            abort.abort();
+        }
+        reason
+    }
+
+    async fn run_io(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        mut out_rx: mpsc::Receiver<Outbound>,
+        sink: &mpsc::Sender<Message>,
+        written: &std::sync::Mutex<Instant>,
+    ) -> String {
         let config = self.state.inner.config.clone();
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,7 +222,8 @@ impl Conn {
                 },
                 Some(out) = out_rx.recv() => self.handle_outbound(out),
                 _ = ping.tick() => {
-                    if last_seen.elapsed() > config.idle_timeout {
+                    let last_write = *written.lock().unwrap_or_else(PoisonError::into_inner);
+                    if last_seen.max(last_write).elapsed() > config.idle_timeout {
                         Flow::Close(CLOSE_AWAY, "idle".into())
                     } else {
                         if sink.send(Message::Ping(Default::default())).await.is_err() {
