@@ -35,6 +35,36 @@ struct PeerSync {
     state: State,
     /// The peer may read but its changes are not applied.
     read_only: bool,
+    /// The document's heads when the last message for this peer was
+    /// generated, and whether a message from it arrived since. With the
+    /// same heads and nothing received, automerge has nothing to say (it
+    /// returns `None`: the last message is in flight), but finding that
+    /// out costs it a Bloom filter of every change since the shared heads;
+    /// on a busy document with many peers that was most of the server's
+    /// time (the reconnect storm's profile).
+    generated_at: Option<Vec<ChangeHash>>,
+    heard_since: bool,
+}
+
+impl PeerSync {
+    fn new(state: State, read_only: bool) -> Self {
+        Self {
+            state,
+            read_only,
+            generated_at: None,
+            heard_since: true,
+        }
+    }
+
+    /// Whether automerge could have anything to send this peer now.
+    fn may_have_news(&self, heads: &[ChangeHash]) -> bool {
+        self.heard_since || self.generated_at.as_deref() != Some(heads)
+    }
+
+    fn generated(&mut self, heads: &[ChangeHash]) {
+        self.heard_since = false;
+        self.generated_at = Some(heads.to_vec());
+    }
 }
 
 /// A document and its per-peer sync states.
@@ -110,7 +140,7 @@ impl DocSync {
         if read_only {
             state.set_read_only(true);
         }
-        self.peers.insert(peer, PeerSync { state, read_only });
+        self.peers.insert(peer, PeerSync::new(state, read_only));
     }
 
     /// Stops syncing with a peer, returning the part of its sync state worth
@@ -137,6 +167,7 @@ impl DocSync {
             .peers
             .get_mut(peer)
             .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
+        entry.heard_since = true;
         if let Err(e) = guard::receive_sync_message_known(
             &mut self.doc,
             &mut entry.state,
@@ -260,7 +291,12 @@ impl DocSync {
         }
         let mut out = Vec::new();
         let mut failed = false;
+        let heads = self.doc.get_heads();
         for (peer, p) in self.peers.iter_mut() {
+            if !p.may_have_news(&heads) {
+                continue;
+            }
+            p.generated(&heads);
             match guard::generate_sync_message(&self.doc, &mut p.state) {
                 Ok(Some(msg)) => out.push((peer.clone(), msg.encode())),
                 Ok(None) => {}
@@ -281,7 +317,12 @@ impl DocSync {
         if self.is_persisting() {
             return None;
         }
+        let heads = self.doc.get_heads();
         let p = self.peers.get_mut(peer)?;
+        if !p.may_have_news(&heads) {
+            return None;
+        }
+        p.generated(&heads);
         match guard::generate_sync_message(&self.doc, &mut p.state) {
             Ok(m) => m.map(|m| m.encode()),
             Err(_) => {
