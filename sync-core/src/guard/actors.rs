@@ -189,7 +189,13 @@ pub(crate) fn batch_changes(
     let mut out: Vec<Named> = change_headers.iter().map(Named::from).collect();
     for chunk in document_chunks {
         let scratch = super::load_document(chunk, limits)?;
-        for change in scratch.get_changes(&[]) {
+        // automerge 0.12 can load a document chunk and then panic listing
+        // its changes (`collector.rs`, a lost dependency; found by
+        // fuzzing): a refusal, and nothing has touched `doc`.
+        let changes = super::catch_automerge(|| scratch.get_changes(&[])).map_err(|_| {
+            GuardError::Malformed("a document chunk whose changes automerge cannot list")
+        })?;
+        for change in changes {
             if doc.get_change_meta_by_hash(&change.hash()).is_some() {
                 continue;
             }
