@@ -104,9 +104,7 @@ struct Written {
 async fn write_canary(db_key: Option<&str>) -> Written {
     let server = TestServer::start_with(|config| config.db_key = db_key.map(key)).await;
     let olena = server.token("olena", "phone");
-    let case =
-        DocumentId::parse_url_or_id(&server.create_case(&olena, serde_json::json!({})).await)
-            .expect("case id");
+    let case = server.new_case(&olena).await;
     let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
     phone.find(case).await;
     phone.edit(

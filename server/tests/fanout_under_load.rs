@@ -13,8 +13,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use casesync_server::store::faults::FaultyStorage;
-use casesync_server::store::Storage;
 use support::{EngineDevice, TestServer};
 use sync_core::ids::DocumentId;
 use sync_core::model::{DisappearanceField, Edit, Field};
@@ -35,19 +33,9 @@ fn circumstances(device: &EngineDevice, doc: DocumentId) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_devices_hear_of_edits_while_a_fast_stream_of_them_goes_on() {
-    let faulty: Arc<std::sync::OnceLock<Arc<FaultyStorage>>> = Arc::default();
-    let slot = faulty.clone();
-    let server = TestServer::start_wrapped(move |inner| {
-        let wrapped = Arc::new(FaultyStorage::new(inner));
-        let _ = slot.set(wrapped.clone());
-        wrapped as Arc<dyn Storage>
-    })
-    .await;
-    let faulty = faulty.get().expect("the storage was wrapped").clone();
+    let (server, faulty) = TestServer::start_faulty().await;
     let olena = server.token("olena", "phone");
-    let case =
-        DocumentId::parse_url_or_id(&server.create_case(&olena, serde_json::json!({})).await)
-            .expect("case id");
+    let case = server.new_case(&olena).await;
     let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
     phone.find(case).await;
     let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;

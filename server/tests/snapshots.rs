@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
 use support::{EngineDevice, TestServer};
-use sync_core::ids::DocumentId;
 use sync_core::model::{DisappearanceField, Edit, Field};
 
 const CIRCUMSTANCES: Field = Field::Disappearance(DisappearanceField::Circumstances);
@@ -19,9 +18,7 @@ const CIRCUMSTANCES: Field = Field::Disappearance(DisappearanceField::Circumstan
 async fn one_delivery_of_many_offline_edits_leads_to_a_snapshot() {
     let server = TestServer::start().await;
     let olena = server.token("olena", "phone");
-    let case =
-        DocumentId::parse_url_or_id(&server.create_case(&olena, serde_json::json!({})).await)
-            .expect("case id");
+    let case = server.new_case(&olena).await;
     let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
     phone.find(case).await;
     // 600 edits (the actor snapshots every 500 changes), sent together.

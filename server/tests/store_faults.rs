@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use casesync_server::store::faults::{Fault, FaultyStorage};
-use casesync_server::store::Storage;
+use casesync_server::store::faults::Fault;
 use support::{EngineDevice, TestServer};
 use sync_core::ids::DocumentId;
 use sync_core::model::{DisappearanceField, Edit, Field};
@@ -34,19 +31,9 @@ fn append(device: &mut EngineDevice, doc: DocumentId, line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_is_not_acknowledged_and_the_retry_loses_nothing() {
-    let faulty: Arc<std::sync::OnceLock<Arc<FaultyStorage>>> = Arc::default();
-    let slot = faulty.clone();
-    let server = TestServer::start_wrapped(move |inner| {
-        let wrapped = Arc::new(FaultyStorage::new(inner));
-        let _ = slot.set(wrapped.clone());
-        wrapped as Arc<dyn Storage>
-    })
-    .await;
-    let faulty = faulty.get().expect("the storage was wrapped").clone();
+    let (server, faulty) = TestServer::start_faulty().await;
     let olena = server.token("olena", "phone");
-    let case =
-        DocumentId::parse_url_or_id(&server.create_case(&olena, serde_json::json!({})).await)
-            .expect("case id");
+    let case = server.new_case(&olena).await;
     let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
     phone.find(case).await;
 

@@ -80,6 +80,29 @@ impl TestServer {
         }
     }
 
+    /// A server whose storage is wrapped in a [`FaultyStorage`], and the
+    /// wrapper, to fail or slow its writes.
+    ///
+    /// [`FaultyStorage`]: casesync_server::store::faults::FaultyStorage
+    pub async fn start_faulty() -> (
+        Self,
+        std::sync::Arc<casesync_server::store::faults::FaultyStorage>,
+    ) {
+        use casesync_server::store::faults::FaultyStorage;
+        use casesync_server::store::Storage;
+        use std::sync::{Arc, OnceLock};
+        let faulty: Arc<OnceLock<Arc<FaultyStorage>>> = Arc::default();
+        let slot = faulty.clone();
+        let server = Self::start_wrapped(move |inner| {
+            let wrapped = Arc::new(FaultyStorage::new(inner));
+            let _ = slot.set(wrapped.clone());
+            wrapped as Arc<dyn Storage>
+        })
+        .await;
+        let faulty = faulty.get().expect("the storage was wrapped").clone();
+        (server, faulty)
+    }
+
     /// A server whose configuration `adjust` changed (limits, timeouts).
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -233,6 +256,12 @@ impl TestServer {
     /// `POST /api/cases` with initial `values`; the case's `automerge:` URL.
     pub async fn create_case(&self, token: &str, values: Value) -> String {
         self.create_case_urls(token, values).await.0
+    }
+
+    /// `POST /api/cases` with no initial values; the new case's id.
+    pub async fn new_case(&self, token: &str) -> DocumentId {
+        DocumentId::parse_url_or_id(&self.create_case(token, serde_json::json!({})).await)
+            .expect("case id")
     }
 
     /// `POST /api/cases` with initial `values`; the `automerge:` URLs of the
