@@ -745,3 +745,71 @@ fn sync_message_authors_name_each_change_chunk() {
     assert!(authors.change_actors.is_empty());
     assert_eq!(authors.document_chunks, 1);
 }
+
+/// Rich-text marks are not part of the case schema, and automerge 0.12
+/// applies a change's marks without the order check it makes on documents:
+/// a mark end without its begin corrupts its mark index. The fuzzers found a
+/// stored chunk that made a debug build panic twice and abort (no
+/// `catch_unwind` helps there) and that a release build loads into a
+/// document whose own `save()` does not load. Every chunk with a mark
+/// operation is refused, whatever way it arrives.
+#[test]
+fn rich_text_marks_are_refused() {
+    let limits = Limits::default();
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    let text = tx
+        .put_object(automerge::ROOT, "circumstances", automerge::ObjType::Text)
+        .expect("text");
+    tx.splice_text(&text, 0, 0, "last call from Izium")
+        .expect("splice");
+    tx.commit();
+    let before = doc.get_heads();
+    let plain = doc.save();
+    let mut marked = doc.fork();
+    let mut tx = marked.transaction();
+    tx.mark(
+        &text,
+        automerge::marks::Mark::new("bold".to_owned(), true, 0, 4),
+        automerge::marks::ExpandMark::None,
+    )
+    .expect("mark");
+    tx.commit();
+    let mark_change = marked
+        .get_changes(&before)
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect::<Vec<_>>();
+    assert_eq!(mark_change.len(), 1);
+    let refusal =
+        GuardError::Malformed("a rich-text mark operation (casesync documents have no marks)");
+
+    // The same document without the mark passes: the check is the mark.
+    assert!(guard::load_document(&plain, &limits).is_ok());
+    assert_eq!(
+        guard::load_document(&marked.save(), &limits).err(),
+        Some(refusal.clone())
+    );
+    let mut into = guard::load_document(&plain, &limits).expect("plain loads");
+    assert_eq!(
+        guard::load_changes(&mut into, &mark_change[0], &limits).err(),
+        Some(refusal.clone())
+    );
+    assert_eq!(into.get_heads(), before, "nothing applied");
+
+    let mut state = sync::State::new();
+    let message = sync_message_with_changes(mark_change);
+    assert_eq!(
+        guard::receive_sync_message(&mut into, &mut state, &message, &limits).err(),
+        Some(refusal.clone())
+    );
+    assert_eq!(into.get_heads(), before, "nothing applied");
+
+    // The fuzzers' input: a change whose mark end has no begin.
+    let path = format!(
+        "{}/tests/fuzz-crashers/stored_bytes/crash-813070c3ab52af99f0c39ad02de2eaf65bf7e360",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let found = std::fs::read(path).expect("checked-in crasher");
+    assert_eq!(guard::load_document(&found, &limits).err(), Some(refusal));
+}

@@ -675,6 +675,12 @@ const COLUMN_TYPE_ACTOR: u32 = 1;
 const COLUMN_TYPE_DELTA: u32 = 3;
 const COLUMN_TYPE_BOOLEAN: u32 = 4;
 const COLUMN_TYPE_STRING: u32 = 5;
+
+/// The operations' action column (id 4, unsigned), the same specification in
+/// change, document and bundle chunks, and its value for a rich-text mark
+/// (both the begin and the end anchor).
+const ACTION_COLUMN: u32 = (4 << 4) | 2;
+const ACTION_MARK: u64 = 7;
 const COLUMN_TYPE_VALUE_META: u32 = 6;
 const COLUMN_TYPE_VALUE: u32 = 7;
 
@@ -750,6 +756,13 @@ fn scan_column(
     actors: u64,
 ) -> Result<ColumnScan, GuardError> {
     let column_type = spec & 0b111;
+    // Marks are refused outright: the case schema has no rich text, and
+    // automerge 0.12 applies a change's marks without the order check it
+    // makes on documents (`MarkOrderValidator`). A mark end without its
+    // begin then corrupts the mark index: a debug build panics twice and
+    // aborts (`mark_index.rs:34`, then hexane's slab check in a destructor),
+    // and a release build accepts a document whose `save()` does not load.
+    let is_action = spec & !COLUMN_DEFLATE == ACTION_COLUMN;
     let mut scan = ColumnScan::default();
     match column_type {
         COLUMN_TYPE_VALUE => {}
@@ -775,6 +788,7 @@ fn scan_column(
                 } else if count > 0 {
                     cap.add(&mut scan.items, count.unsigned_abs())?;
                     if let Some(value) = read_value(column_type, bytes)? {
+                        refuse_mark(is_action, value)?;
                         scan.value(column_type, value, count.unsigned_abs(), actors)?;
                     }
                 } else if count < 0 {
@@ -783,6 +797,7 @@ fn scan_column(
                     cap.add(&mut scan.items, count.unsigned_abs())?;
                     for _ in 0..count.unsigned_abs() {
                         if let Some(value) = read_value(column_type, bytes)? {
+                            refuse_mark(is_action, value)?;
                             scan.value(column_type, value, 1, actors)?;
                         }
                     }
@@ -795,6 +810,15 @@ fn scan_column(
         }
     }
     Ok(scan)
+}
+
+fn refuse_mark(is_action: bool, value: u64) -> Result<(), GuardError> {
+    if is_action && value == ACTION_MARK {
+        return Err(GuardError::Malformed(
+            "a rich-text mark operation (casesync documents have no marks)",
+        ));
+    }
+    Ok(())
 }
 
 /// The number of items of one column (see [`scan_column`]).
