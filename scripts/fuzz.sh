@@ -66,7 +66,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 echo "== building the fuzz targets (sanitizer: $sanitizer)"
-cargo +nightly fuzz build --sanitizer "$sanitizer"
+cargo +nightly fuzz build -O --sanitizer "$sanitizer"
 
 mkdir -p fuzz/work
 log=fuzz/work/runs.tsv
@@ -90,7 +90,7 @@ for t in "${targets[@]}"; do
     out=fuzz/work/$t.log
     start_cpu=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
     set +e
-    cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "${corpora[@]}" -- \
+    cargo +nightly fuzz run -O --sanitizer "$sanitizer" "$t" "${corpora[@]}" -- \
         -max_total_time="$seconds" -timeout="$timeout_s" -rss_limit_mb="$rss_mb" \
         -max_len="$max_len" -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$out" | grep -E '^(#[0-9]+\s+(INITED|DONE)|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|stat::number_of_executed_units|Done [0-9]+ runs)'
     status=${PIPESTATUS[0]}
@@ -108,7 +108,7 @@ for t in "${targets[@]}"; do
             # libFuzzer's timeout is wall-clock time: a machine that stalls
             # (CPU starvation, another process's OOM) fakes one. Keep it
             # only if it times out again on its own.
-            if cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "$f" -- \
+            if cargo +nightly fuzz run -O --sanitizer "$sanitizer" "$t" "$f" -- \
                 -timeout="$timeout_s" -rss_limit_mb="$rss_mb" >"$out.recheck" 2>&1; then
                 mkdir -p fuzz/work/flaky
                 cp "$f" fuzz/work/flaky/
@@ -141,7 +141,7 @@ done
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzzing found problems in: ${failed[*]}" >&2
-    echo "replay: cargo +nightly fuzz run TARGET sync-core/tests/fuzz-crashers/TARGET/FILE" >&2
+    echo "replay: cargo +nightly fuzz run -O TARGET sync-core/tests/fuzz-crashers/TARGET/FILE" >&2
     exit 1
 fi
 echo "== all targets ran without a crash"
