@@ -965,7 +965,12 @@ impl Actor {
             }
             let scratch =
                 guard::load_document(chunk, limits).map_err(|e| format!("refused: {e}"))?;
-            for change in scratch.get_changes(&[]) {
+            // Inside the backstop: automerge 0.12 can load a chunk and then
+            // panic listing its changes (see `guard::load_document`'s callers
+            // in the actor rule).
+            let changes = guard::catch_automerge(|| scratch.get_changes(&[]))
+                .map_err(|e| format!("refused: {e}"))?;
+            for change in changes {
                 if self.sync.doc().get_change_by_hash(&change.hash()).is_none() {
                     actors.push(change.actor_id().to_bytes().to_vec());
                 }

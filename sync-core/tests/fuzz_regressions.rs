@@ -136,7 +136,18 @@ fn assert_sync_refused(name: &str, data: &[u8]) {
         Ok(()) => panic!("{name}: sync message accepted"),
         Err(DocSyncError::Guard(e)) => {
             assert_guard_refusal(name, "handle_sync", &e);
-            if !matches!(e, GuardError::DocumentTooManyOps { .. }) {
+            if matches!(
+                e,
+                GuardError::DocumentTooManyOps { .. } | GuardError::NotReproducible
+            ) {
+                // Refused after automerge ran: the in-memory document is
+                // dropped and nothing of it is stored.
+                assert!(sync.is_poisoned(), "{name}: the document is dropped");
+                assert!(
+                    sync.take_persist_requests().is_empty(),
+                    "{name}: nothing stored"
+                );
+            } else {
                 assert_eq!(sync.doc().get_heads(), heads, "{name}: document untouched");
             }
         }
@@ -361,7 +372,7 @@ fn assert_backstop_sync(name: &str, data: &[u8]) {
     let heads = sync.doc().get_heads();
     let r = sync.handle_sync(&p, data);
     match r {
-        Err(DocSyncError::Guard(GuardError::AutomergePanicked)) => {
+        Err(DocSyncError::Guard(GuardError::AutomergePanicked | GuardError::NotReproducible)) => {
             assert!(sync.is_poisoned(), "{name}: the document is dropped");
             assert!(
                 sync.take_persist_requests().is_empty(),
@@ -371,4 +382,50 @@ fn assert_backstop_sync(name: &str, data: &[u8]) {
         Err(DocSyncError::Guard(_)) => assert_eq!(sync.doc().get_heads(), heads),
         other => panic!("{name}: {other:?}"),
     }
+}
+
+/// A sync message (found by fuzzing a release build) whose change automerge
+/// 0.12 accepts and then lists as other bytes: stored, it would reload as a
+/// different change. Unguarded, the heads automerge reports are not what its
+/// stored changes rebuild; `guard::new_changes` (which `DocSync` stores
+/// through) refuses it, and the document is dropped with nothing stored.
+#[test]
+fn a_change_automerge_cannot_reproduce_is_not_stored() {
+    use automerge::sync::{self, SyncDoc};
+    let data = std::fs::read(
+        repo_dir().join(
+            "sync-core/tests/fuzz-crashers/sync_into_document/crash-6bdb6dabedf6d2e900541e91109c5544dad69e73",
+        ),
+    )
+    .expect("checked-in crasher");
+    let limits = Limits::default();
+
+    let mut doc = fixture::build_seeded_case();
+    let before = doc.get_heads();
+    let message = sync::Message::decode(&data).expect("a sync message");
+    doc.receive_sync_message(&mut sync::State::new(), message)
+        .expect("automerge accepts it");
+    assert_ne!(doc.get_heads(), before, "automerge applied a change");
+    let listed = doc.get_changes(&before);
+    let mut rebuilt = fixture::build_seeded_case();
+    for change in &listed {
+        guard::load_changes(&mut rebuilt, change.raw_bytes(), &limits).expect("reloads");
+    }
+    assert_ne!(
+        rebuilt.get_heads(),
+        doc.get_heads(),
+        "what automerge lists for storage rebuilds another document"
+    );
+    assert_eq!(
+        guard::new_changes(&doc, &before).err(),
+        Some(GuardError::NotReproducible)
+    );
+
+    let (mut sync, p) = server_doc();
+    assert!(matches!(
+        sync.handle_sync(&p, &data),
+        Err(DocSyncError::Guard(GuardError::NotReproducible))
+    ));
+    assert!(sync.is_poisoned());
+    assert!(sync.take_persist_requests().is_empty());
 }

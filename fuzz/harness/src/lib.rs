@@ -220,7 +220,9 @@ fn note_once(what: &'static str) {
 pub fn must_reload(e: &GuardError) -> bool {
     matches!(
         e,
-        GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. }
+        GuardError::AutomergePanicked
+            | GuardError::NotReproducible
+            | GuardError::DocumentTooManyOps { .. }
     )
 }
 

@@ -177,7 +177,9 @@ impl DocSync {
         ) {
             if matches!(
                 e,
-                GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. }
+                GuardError::AutomergePanicked
+                    | GuardError::NotReproducible
+                    | GuardError::DocumentTooManyOps { .. }
             ) {
                 // The document may be inconsistent now: poison it so the
                 // driver reloads it from storage.
@@ -211,7 +213,9 @@ impl DocSync {
         let result = guard::load_changes_known(&mut self.doc, bytes, &self.limits, &mut self.known);
         if matches!(
             result,
-            Err(GuardError::AutomergePanicked | GuardError::DocumentTooManyOps { .. })
+            Err(GuardError::AutomergePanicked
+                | GuardError::NotReproducible
+                | GuardError::DocumentTooManyOps { .. })
         ) {
             self.in_flight.insert(u64::MAX);
         }
@@ -221,7 +225,8 @@ impl DocSync {
 
     /// Queues the changes since `heads_before` for persistence. automerge
     /// 0.12 can accept a message and then panic listing the changes it
-    /// accepted (`collector.rs`, a dependency it lost; found by fuzzing):
+    /// accepted (`collector.rs`, a dependency it lost; found by fuzzing), or
+    /// list one as other bytes than it received ([`guard::new_changes`]):
     /// then the document is poisoned, as after any panic inside automerge.
     fn queue_new_changes(
         &mut self,
@@ -231,8 +236,7 @@ impl DocSync {
         if self.doc.get_heads() == heads_before {
             return Ok(());
         }
-        let doc = &self.doc;
-        let changes: Vec<Change> = match guard::catch_automerge(|| doc.get_changes(heads_before)) {
+        let changes: Vec<Change> = match guard::new_changes(&self.doc, heads_before) {
             Ok(changes) => changes,
             Err(e) => {
                 self.in_flight.insert(u64::MAX);

@@ -104,6 +104,15 @@ pub enum GuardError {
     )]
     AutomergePanicked,
 
+    /// Automerge accepted a change that it cannot list again as the same
+    /// bytes (see [`super::new_changes`]). The in-memory document holds it:
+    /// discard the document and reload it from storage.
+    #[error(
+        "automerge accepted a change it cannot reproduce byte for byte; \
+         discard the in-memory document and reload it from storage"
+    )]
+    NotReproducible,
+
     /// Automerge refused the input after the guards passed it.
     #[error("automerge refused the input: {0}")]
     Automerge(String),

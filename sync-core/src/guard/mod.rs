@@ -40,10 +40,11 @@ mod limits;
 mod reader;
 mod sync_message;
 
+use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
 pub use actors::KnownActors;
 pub use cbor::check_cbor;
@@ -288,6 +289,37 @@ pub fn load_change_log(
         }
     }
     Ok(loaded)
+}
+
+/// The changes `doc` holds beyond `heads_before`, as automerge lists them
+/// for storage, checked against its change graph.
+///
+/// automerge 0.12 does not keep the changes it applies: it lists them by
+/// rebuilding each from its operations. For some changes that it accepts
+/// (found by fuzzing a release build) the rebuilt bytes differ from the
+/// bytes it received, so they hash differently from the change its graph
+/// and heads name. Stored, such a change would reload as another change:
+/// the heads the peers were told would never come back, and every later
+/// change that depends on the original would wait for it forever. So the
+/// hashes of the listed changes must be exactly the hashes the graph holds
+/// for them; otherwise this is a refusal after automerge ran (the caller
+/// must drop the document and reload it, as after a panic).
+pub fn new_changes(
+    doc: &Automerge,
+    heads_before: &[ChangeHash],
+) -> Result<Vec<Change>, GuardError> {
+    let changes = catch_automerge(|| doc.get_changes(heads_before))?;
+    let in_graph: BTreeSet<ChangeHash> = catch_automerge(|| {
+        doc.get_changes_meta(heads_before)
+            .into_iter()
+            .map(|meta| meta.hash)
+            .collect()
+    })?;
+    let listed: BTreeSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    if listed.len() != changes.len() || listed != in_graph {
+        return Err(GuardError::NotReproducible);
+    }
+    Ok(changes)
 }
 
 /// Decodes a persisted sync state after checking its layout.
