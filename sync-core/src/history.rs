@@ -20,6 +20,7 @@
 //! [`catch_automerge`]: the document was merged from devices, and a panic
 //! must become an error, not a dead server thread.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::iter::{DocItem, Span};
@@ -812,11 +813,26 @@ impl Touched {
         self.0.values().map(|t| 1 + t.size()).sum()
     }
 
-    fn add(&mut self, keys: impl IntoIterator<Item = String>) {
-        let mut node = self;
-        for key in keys {
-            node = node.0.entry(key).or_default();
+    /// The node below this one at `key`, made if missing. Looked up by
+    /// reference first: a wide difference names the same few paths
+    /// thousands of times, and an owned key for each was most of the time
+    /// spent here.
+    fn child(&mut self, key: Cow<'_, str>) -> &mut Touched {
+        if !self.0.contains_key(key.as_ref()) {
+            self.0.insert(key.as_ref().to_owned(), Touched::default());
         }
+        match self.0.get_mut(key.as_ref()) {
+            Some(node) => node,
+            None => unreachable!("inserted above"),
+        }
+    }
+}
+
+/// [`prop_key`] without a copy for map keys.
+fn prop_key_ref(prop: &Prop) -> Cow<'_, str> {
+    match prop {
+        Prop::Map(key) => Cow::Borrowed(key.as_str()),
+        Prop::Seq(index) => Cow::Owned(index.to_string()),
     }
 }
 
@@ -829,25 +845,41 @@ type TextCounts = HashMap<ObjId, (usize, usize)>;
 fn touched_by(patches: &[Patch]) -> (Touched, TextCounts) {
     let mut touched = Touched::default();
     let mut counts = TextCounts::new();
+    let mut last_obj: Option<&ObjId> = None;
     for patch in patches {
-        let mut keys: Vec<String> = patch.path.iter().map(|(_, p)| prop_key(p)).collect();
-        match &patch.action {
+        let last = match &patch.action {
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
-                keys.push(key.clone());
+                Some(Cow::Borrowed(key.as_str()))
             }
             PatchAction::Conflict { prop } | PatchAction::Increment { prop, .. } => {
-                keys.push(prop_key(prop));
+                Some(prop_key_ref(prop))
             }
             PatchAction::SpliceText { value, .. } => {
                 counts.entry(patch.obj.clone()).or_default().0 +=
                     value.make_string().chars().count();
+                None
             }
             PatchAction::DeleteSeq { length, .. } => {
                 counts.entry(patch.obj.clone()).or_default().1 += length;
+                None
             }
-            PatchAction::PutSeq { .. } | PatchAction::Insert { .. } | PatchAction::Mark { .. } => {}
+            PatchAction::PutSeq { .. } | PatchAction::Insert { .. } | PatchAction::Mark { .. } => {
+                None
+            }
+        };
+        // Patches into one object share its path: the thousands of splices
+        // into one narrative walk it once.
+        if last.is_none() && last_obj == Some(&patch.obj) {
+            continue;
         }
-        touched.add(keys);
+        last_obj = Some(&patch.obj);
+        let mut node = &mut touched;
+        for (_, prop) in &patch.path {
+            node = node.child(prop_key_ref(prop));
+        }
+        if let Some(key) = last {
+            node.child(key);
+        }
     }
     (touched, counts)
 }
