@@ -160,6 +160,13 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// mimalloc, not glibc's malloc: glibc kept the memory freed after each
+/// connection's handshake and first sync (token checks, sync messages,
+/// buffers) as fragments it does not return, about two thirds of an idle
+/// connection's RSS (BENCHMARKS.md, idle fleet).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // First, while this is the only thread: the key leaves the environment.
     let env_key = match DbKey::take_from_env() {
