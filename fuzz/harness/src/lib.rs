@@ -63,6 +63,21 @@ pub const KNOWN_AUTOMERGE_PANICS: &[&str] = &[
     "/automerge-0.12.0/src/author.rs:105",
     // An unwrap in the batch applier's setup (`batch.rs:146`).
     "/automerge-0.12.0/src/op_set2/change/batch.rs:146",
+    // The change graph's `assert_eq!` that an actor's changes arrive seq
+    // after seq: a change whose dependencies are present but whose seq
+    // skips ahead of its actor's last (found by the test command's smoke
+    // run; backstop file `stored_bytes/backstop/crash-7015…`).
+    "/automerge-0.12.0/src/change_graph.rs:569",
+    // Seen by backstop-mode runs in the fourth session, all inside
+    // `catch_automerge`, with no regression file kept yet: an unwrap of a
+    // dependency's hash in the change collector, an unwrap converting an
+    // operation's value (`types.rs`), and hexane's "unexpected null" in a
+    // column that cannot hold one. Listed so that the test command's smoke
+    // run, which is strict, does not fail on an automerge bug the backstop
+    // is known to contain; a new site still fails it.
+    "/automerge-0.12.0/src/op_set2/change/collector.rs:214",
+    "/automerge-0.12.0/src/types.rs:464",
+    "/hexane-1.0.0-alpha.5/src/lib.rs:364",
 ];
 
 /// Which panics the fuzz run lets unwind instead of aborting, so that
