@@ -7,7 +7,9 @@
 //! - [`DocSync`]: one document with many peers, and the durability gate.
 //! - [`ServerSession`]: the server's side of one connection.
 //! - [`Device`]: a device's documents and its link to the server.
+//! - [`cold`]: the first reply to a device that has nothing, from storage.
 
+pub mod cold;
 pub mod device;
 pub mod doc;
 pub mod session;

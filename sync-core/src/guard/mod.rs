@@ -38,6 +38,7 @@ mod chunk;
 mod error;
 mod limits;
 mod reader;
+mod stored;
 mod sync_message;
 
 use std::collections::BTreeSet;
@@ -50,6 +51,7 @@ pub use actors::KnownActors;
 pub use cbor::check_cbor;
 pub use error::GuardError;
 pub use limits::Limits;
+pub use stored::stored_heads;
 pub use sync_message::{
     check_sync_message, check_sync_state, sync_message_authors, MessageAuthors, SyncMessageSummary,
 };
