@@ -174,9 +174,11 @@ mod tests {
         let mut server = AutoCommit::new();
         server.put(ROOT, "k", 1).expect("put");
         let snapshot = server.save();
-        let mut limits = Limits::default();
         // The reply keeps 64 KiB of headroom for its envelope.
-        limits.max_frame_bytes = 64 * 1024 + snapshot.len() - 1;
+        let mut limits = Limits {
+            max_frame_bytes: 64 * 1024 + snapshot.len() - 1,
+            ..Limits::default()
+        };
         assert!(reply_from_storage(Some(&snapshot), &[], false, &limits).is_err());
         limits.max_frame_bytes += 1;
         assert!(reply_from_storage(Some(&snapshot), &[], false, &limits).is_ok());

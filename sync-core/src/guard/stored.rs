@@ -178,8 +178,10 @@ mod tests {
             );
         }
         assert!(stored_heads(None, &[vec![1, 2, 3]], &limits).is_err());
-        let mut tight = Limits::default();
-        tight.max_heads = 0;
+        let tight = Limits {
+            max_heads: 0,
+            ..Limits::default()
+        };
         assert!(stored_heads(Some(&snapshot), &[], &tight).is_err());
     }
 }
