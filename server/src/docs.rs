@@ -440,6 +440,71 @@ impl Docs {
         self.send(doc, Cmd::Open(peer)).await
     }
 
+    /// Opens `doc` for `peer`, whose first sync message is `first`. When the
+    /// document is not loaded and `first` comes from a device that has
+    /// nothing, the reply is built from storage (`engine::cold`) and sent
+    /// at once, and the document loads after it: the device does not wait
+    /// for the load. Returns whether `first` was answered that way; if so
+    /// the caller must not pass it on with [`Self::sync`] (the actor would
+    /// send the whole document a second time). The actor then starts this
+    /// peer's sync from its persisted sync state, and the device's next
+    /// message (its heads, now the server's) carries the sync on.
+    pub async fn open_first(
+        &self,
+        doc: DocumentId,
+        peer: PeerHandle,
+        first: &[u8],
+    ) -> Result<bool, DocError> {
+        let limits = &self.inner.config.limits;
+        if peer.quarantine
+            || self.lookup(&doc).is_some()
+            || !sync_core::engine::cold::opens_from_nothing(first, limits)
+        {
+            self.open(doc, peer).await?;
+            return Ok(false);
+        }
+        let loaded = self
+            .inner
+            .store
+            .load_document(doc)
+            .await
+            .map_err(|e| DocError::Load(e.to_string()))?
+            .ok_or(DocError::NotFound)?;
+        let reply = sync_core::engine::cold::reply_from_storage(
+            loaded.snapshot.as_deref(),
+            &loaded.changes,
+            peer.access == Access::Read,
+            limits,
+        );
+        let served = match reply {
+            Ok(data) => {
+                let sent = peer
+                    .tx
+                    .send(Outbound::Sync {
+                        document: doc,
+                        data,
+                    })
+                    .await
+                    .is_ok();
+                if sent {
+                    self.inner.metrics.cold_replies.inc();
+                }
+                sent
+            }
+            Err(e) => {
+                // Not worth failing the open: the loaded document answers.
+                tracing::warn!(document = %doc, error = %e, "could not answer from storage; loading first");
+                false
+            }
+        };
+        drop(loaded);
+        // The load reads the store again rather than reuse `loaded`: another
+        // connection may have loaded, changed and unloaded the document
+        // since (it costs a fraction of a millisecond).
+        self.open(doc, peer).await?;
+        Ok(served)
+    }
+
     pub async fn sync(
         &self,
         doc: DocumentId,

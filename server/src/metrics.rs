@@ -46,6 +46,7 @@ pub struct Metrics {
     pub connections_total: Counter,
     pub docs_loaded: Gauge,
     pub docs_unloaded_total: Counter,
+    pub cold_replies: Counter,
     pub changes_applied: Counter,
     pub rejected_inputs: Counter,
     pub auth_failures: Counter,
@@ -84,6 +85,12 @@ impl Metrics {
             "counter",
             "Documents unloaded after being idle.",
             self.docs_unloaded_total.get().to_string(),
+        );
+        line(
+            "cold_replies_total",
+            "counter",
+            "Devices with nothing answered from storage while their document loaded.",
+            self.cold_replies.get().to_string(),
         );
         line(
             "changes_applied_total",

@@ -338,9 +338,12 @@ impl Conn {
                             wants_heads: self.session.wants_server_heads(),
                             tx,
                         };
-                        match inner.docs.open(document, peer).await {
-                            Ok(()) => {
+                        match inner.docs.open_first(document, peer, &data).await {
+                            Ok(answered) => {
                                 self.open.insert(document);
+                                if answered {
+                                    continue;
+                                }
                             }
                             Err(crate::docs::DocError::NotFound) => {
                                 self.session.send_doc_unavailable(document);

@@ -366,3 +366,63 @@ async fn stock_js_client_announcing_another_peer_id_gets_nothing() {
     }
     assert_eq!(server.metric("casesync_auth_failures_total").await, 0.0);
 }
+
+/// A stock JS client that has nothing opens a case right after a restart,
+/// before anything loaded it: the server answers from the stored snapshot
+/// and change log (`engine::cold`), and the client, which runs automerge's
+/// own sync, gets the whole case; its edit is then stored durably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_js_client_opens_a_case_right_after_a_restart() {
+    check_node_modules();
+    let server = TestServer::start().await;
+    let web = server.token(USER, "web");
+    let url = server
+        .create_case(&web, json!({ "person.family_name": FAMILY_NAME }))
+        .await;
+    let doc = DocumentId::parse_url_or_id(&url).unwrap();
+    let mut phone = EngineDevice::connect(&server, USER, "phone").await;
+    phone.find(doc).await;
+    // Past the actor's snapshot (every 500 changes), then a tail.
+    for n in 0..520 {
+        phone.edit(
+            doc,
+            &Edit::SpliceText {
+                field: Field::Disappearance(DisappearanceField::Circumstances),
+                pos: 0,
+                delete: 0,
+                insert: format!("{n} "),
+            },
+        );
+        if n % 100 == 99 || n >= 510 {
+            phone.wait_acknowledged(doc).await;
+        }
+    }
+    phone.wait_acknowledged(doc).await;
+    phone.close().await;
+    let before = server.get_case(&web, &url).await;
+
+    let server = server.restart().await;
+    let node_peer = format!("user:{USER}:node-cold");
+    let config = json!({
+        "wsUrl": server.ws_base(),
+        "peerId": node_peer,
+        "storage": true,
+        "docUrl": url,
+        "set": { "military.unit": UNIT },
+        "timeoutMs": WAIT.as_millis() as u64,
+    });
+    let js = node_result(spawn_node(&server, USER, "node-cold", &config)).await;
+    assert_eq!(js["before"], before["case"], "the whole case, as stored");
+    assert_eq!(
+        server.metric("casesync_cold_replies_total").await,
+        1.0,
+        "answered from storage"
+    );
+    assert!(
+        js["savedHeads"].as_array().is_some_and(|h| !h.is_empty()),
+        "the server announced durable heads with the client's change: {js}"
+    );
+    let after = server.get_case(&web, &url).await;
+    assert_eq!(at(&after, "case.military.unit"), UNIT);
+    assert_clean(&server).await;
+}

@@ -13,13 +13,18 @@
 //! - the changes are the snapshot chunk followed by the tail's change
 //!   chunks, which `load_incremental` (what `receive_sync_message` calls on
 //!   the joined chunks) reads in one go;
-//! - it carries no `have` summary. The device has nothing to offer anyway,
-//!   and an empty `have` tells it to send only what is explicitly needed.
+//! - its `have` summary is the one automerge writes once both sides share
+//!   the reply's heads: those heads as the last sync, and an empty Bloom
+//!   filter (nothing since). automerge's summary for a fresh peer is a
+//!   Bloom filter of every change in the case, which the device, having
+//!   had nothing, does not need. A `have` there is not optional: without
+//!   one, the device would send its next edits only when asked for them.
 //!
 //! Everything stored is durable, so the reply keeps the durability gate's
 //! promise: no heads go out before the changes behind them are on disk.
 
-use automerge::sync::{ChunkList, Message, MessageFlags, MessageVersion};
+use automerge::sync::{BloomFilter, ChunkList, Have, Message, MessageFlags, MessageVersion};
+use automerge::ChangeHash;
 
 use crate::guard::{self, GuardError, Limits};
 
@@ -62,10 +67,14 @@ pub fn reply_from_storage(
     if read_only {
         flags.set(MessageFlags::READ_ONLY);
     }
+    let have = Have {
+        last_sync: heads.clone(),
+        bloom: BloomFilter::from_hashes(std::iter::empty::<ChangeHash>()),
+    };
     let message = Message {
         heads,
         need: Vec::new(),
-        have: Vec::new(),
+        have: vec![have],
         changes: ChunkList::from(chunks),
         flags: Some(flags),
         version: MessageVersion::V2,
@@ -152,6 +161,16 @@ mod tests {
             assert!(answer.need.is_empty());
             assert!(answer.changes.is_empty());
             assert_eq!(answer.heads, server.get_heads());
+            // An edit made before the server says anything more goes out
+            // in the device's next message, as after automerge's own reply.
+            let mut device = AutoCommit::load(&device.save()).expect("reloads");
+            device.put(ROOT, "d", 1).expect("put");
+            device.commit();
+            let edit = device
+                .sync()
+                .generate_sync_message(&mut state)
+                .expect("the edit");
+            assert_eq!(edit.changes.len(), 1, "the new change is sent unasked");
         }
     }
 
