@@ -1,7 +1,9 @@
 //! Where a cold load's server time goes (issue 7, workload 4), phase by
 //! phase, on a real data directory: reading the stored snapshot and change
 //! log from SQLite, loading them through the guards, and the first sync
-//! message to a fresh device. Build the case first, e.g. with the load
+//! message to a fresh device; then that message answered from storage
+//! without loading (`engine::cold`, what the server does for a case that
+//! is not loaded). Build the case first, e.g. with the load
 //! generator's cold workload against a server on DIR (BENCHMARKS.md).
 //!
 //! ```text
@@ -18,7 +20,7 @@ use std::time::Instant;
 use automerge::sync::{self, SyncDoc};
 use automerge::Automerge;
 use casesync_server::store::{SqliteConfig, SqliteStorage, Storage};
-use sync_core::engine::DocSync;
+use sync_core::engine::{cold, DocSync};
 use sync_core::guard::{self, KnownActors, Limits};
 use sync_core::ids::PeerId;
 
@@ -68,11 +70,29 @@ fn main() {
         sync.handle_sync(&peer, &first).unwrap();
         let reply = sync.poll_outgoing_for(&peer).unwrap_or_default();
         let serve = t.elapsed();
+        // The same device answered from storage (`engine::cold`), as the
+        // server does when the case is not loaded: read, check, reply.
+        let t = Instant::now();
+        let stored = storage.load_document(&meta.id).unwrap().unwrap();
+        assert!(cold::opens_from_nothing(&first, &limits));
+        let from_storage =
+            cold::reply_from_storage(stored.snapshot.as_deref(), &stored.changes, false, &limits)
+                .unwrap();
+        let cold_serve = t.elapsed();
+        let mut fresh = Automerge::new();
+        fresh
+            .receive_sync_message(
+                &mut sync::State::new(),
+                sync::Message::decode(&from_storage).unwrap(),
+            )
+            .unwrap();
         println!(
-            "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B)",
+            "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B); from storage {cold_serve:.1?} ({} B, same heads: {})",
             loaded.snapshot.as_ref().map_or(0, Vec::len),
             loaded.changes.len(),
-            reply.len()
+            reply.len(),
+            from_storage.len(),
+            fresh.get_heads() == sync.doc().get_heads(),
         );
     }
 }
