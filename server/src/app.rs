@@ -359,6 +359,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The longest a shutdown waits for the loaded cases' snapshots.
+const SHUTDOWN_COMPACTION: Duration = Duration::from_secs(10);
+
 /// Serves until `shutdown` resolves, then closes every connection, lets the
 /// document actors finish their writes, and flushes the store.
 pub async fn run(
@@ -394,6 +397,16 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // Snapshots of what changed, so the next start loads no long tails.
+    // Bounded: the change log already has everything.
+    if tokio::time::timeout(SHUTDOWN_COMPACTION, state.inner.docs.compact_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "not every case was compacted before shutdown; their change logs have everything"
+        );
+    }
     let store = state.inner.store.clone();
     drop(state);
     store

@@ -136,6 +136,11 @@ enum Cmd {
     Read {
         reply: oneshot::Sender<Automerge>,
     },
+    /// Write a snapshot now if the change log has grown since the last
+    /// one (at shutdown); `reply` is dropped once it is stored or skipped.
+    Compact {
+        reply: oneshot::Sender<()>,
+    },
     /// Quarantined changes of a connection were stored (or not).
     Quarantined {
         conn_id: u64,
@@ -576,6 +581,29 @@ impl Docs {
         self.send(doc, Cmd::Read { reply }).await?;
         rx.await.map_err(|_| DocError::Stopped)
     }
+
+    /// Asks every loaded document whose change log grew since its last
+    /// snapshot to write one, and waits until they are stored (or
+    /// skipped). Called at shutdown, after the connections closed, so a
+    /// restart loads a snapshot and no tail, and a device with nothing
+    /// gets a reply it loads in one go. Skipping is safe: the change log
+    /// has everything.
+    pub async fn compact_all(&self) {
+        let handles: Vec<mpsc::Sender<Cmd>> = match self.inner.loaded.lock() {
+            Ok(map) => map.values().map(|h| h.tx.clone()).collect(),
+            Err(_) => return,
+        };
+        let mut waiting = Vec::with_capacity(handles.len());
+        for tx in handles {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Cmd::Compact { reply }).await.is_ok() {
+                waiting.push(rx);
+            }
+        }
+        for rx in waiting {
+            let _ = rx.await;
+        }
+    }
 }
 
 struct Actor {
@@ -733,12 +761,10 @@ impl Actor {
     /// Saves the whole document as a snapshot covering the change log up
     /// to `log_end`. Only when every change in memory is durable, so the
     /// snapshot never holds a change the log does not.
-    fn compact(&mut self) {
-        let Some(covered) = self.log_end else {
-            return;
-        };
+    fn compact(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let covered = self.log_end?;
         if self.sync.is_persisting() || self.snapshot_covers == Some(covered) {
-            return;
+            return None;
         }
         let bytes = self.sync.doc().save();
         let heads = self.sync.doc().get_heads();
@@ -747,7 +773,7 @@ impl Actor {
         let doc = self.id;
         self.snapshot_covers = Some(covered);
         self.since_snapshot = 0;
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             // automerge 0.12 can accept changes (from a hostile peer, found
             // by fuzzing) whose document then saves to bytes it cannot load
             // ("mismatching heads"). Such a snapshot would make the case
@@ -779,7 +805,7 @@ impl Actor {
             {
                 tracing::warn!(document = %doc, error = %e, "snapshot failed; the change log still has everything");
             }
-        });
+        }))
     }
 
     fn remove_conn(&mut self, conn_id: u64) -> Option<PeerHandle> {
@@ -961,6 +987,19 @@ impl Actor {
             }
             Cmd::Read { reply } => {
                 let _ = reply.send(self.sync.doc().clone());
+            }
+            Cmd::Compact { reply } => {
+                let written = if self.since_snapshot > 0 {
+                    self.compact()
+                } else {
+                    None
+                };
+                tokio::spawn(async move {
+                    if let Some(w) = written {
+                        let _ = w.await;
+                    }
+                    let _ = reply.send(());
+                });
             }
             Cmd::Quarantined { conn_id, token, ok } => {
                 if let Some(q) = self.quarantined.get_mut(&conn_id) {

@@ -382,7 +382,8 @@ async fn stock_js_client_opens_a_case_right_after_a_restart() {
     let doc = DocumentId::parse_url_or_id(&url).unwrap();
     let mut phone = EngineDevice::connect(&server, USER, "phone").await;
     phone.find(doc).await;
-    // Past the actor's snapshot (every 500 changes), then a tail.
+    // Past the actor's snapshot (every 500 changes); the shutdown
+    // before the restart snapshots the rest.
     for n in 0..520 {
         phone.edit(
             doc,

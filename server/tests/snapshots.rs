@@ -72,7 +72,9 @@ async fn one_delivery_of_many_offline_edits_leads_to_a_snapshot() {
 }
 
 /// After a restart, a device that has nothing is answered from the stored
-/// snapshot and log tail before the case loads (`engine::cold`): it gets
+/// snapshot before the case loads (`engine::cold`; the shutdown snapshots
+/// the log's tail, and `engine::cold`'s unit tests cover a reply with a
+/// tail): it gets
 /// every change, and the sync then carries on through the loaded case, in
 /// both directions. A case already loaded answers the usual way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,4 +141,51 @@ async fn a_device_with_nothing_is_answered_from_storage_after_a_restart() {
     // The laptop found the case loaded: answered by the case itself.
     assert_eq!(server.metric("casesync_cold_replies_total").await, 1.0);
     assert_eq!(server.metric("casesync_rejected_inputs_total").await, 0.0);
+}
+
+/// A graceful shutdown writes a snapshot of every case whose change log
+/// grew since its last one, so the next start loads no tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_leaves_a_snapshot_of_every_change() {
+    let server = TestServer::start().await;
+    let olena = server.token("olena", "phone");
+    let case = server.new_case(&olena).await;
+    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
+    phone.find(case).await;
+    for n in 0..20 {
+        phone.edit(
+            case,
+            &Edit::SpliceText {
+                field: CIRCUMSTANCES,
+                pos: 0,
+                delete: 0,
+                insert: format!("[{n}]"),
+            },
+        );
+        phone.wait_acknowledged(case).await;
+    }
+    let heads = phone.device.doc(&case).expect("open").get_heads();
+    {
+        let storage =
+            SqliteStorage::open(SqliteConfig::new(server.data_dir())).expect("open the store");
+        let loaded = storage.load_document(&case).expect("load").expect("stored");
+        assert!(
+            loaded.changes.len() >= 20,
+            "before the shutdown the edits are in the log only: {loaded:?}"
+        );
+    }
+    phone.close().await;
+    let mut server = server.restart().await;
+    server.shutdown().await;
+    let storage =
+        SqliteStorage::open(SqliteConfig::new(server.data_dir())).expect("open the store");
+    let loaded = storage.load_document(&case).expect("load").expect("stored");
+    assert!(
+        loaded.changes.is_empty(),
+        "a tail after shutdown: {loaded:?}"
+    );
+    let snapshot = loaded.snapshot.expect("a snapshot");
+    let doc = sync_core::guard::load_document(&snapshot, &sync_core::guard::Limits::default())
+        .expect("the snapshot loads");
+    assert_eq!(doc.get_heads(), heads);
 }
