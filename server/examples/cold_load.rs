@@ -79,15 +79,19 @@ fn main() {
             cold::reply_from_storage(stored.snapshot.as_deref(), &stored.changes, false, &limits)
                 .unwrap();
         let cold_serve = t.elapsed();
+        // What the device then does with it, through its own guards.
+        let t = Instant::now();
         let mut fresh = Automerge::new();
-        fresh
-            .receive_sync_message(
-                &mut sync::State::new(),
-                sync::Message::decode(&from_storage).unwrap(),
-            )
-            .unwrap();
+        guard::receive_sync_message(
+            &mut fresh,
+            &mut sync::State::new(),
+            &from_storage,
+            &limits,
+        )
+        .unwrap();
+        let device_side = t.elapsed();
         println!(
-            "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B); from storage {cold_serve:.1?} ({} B, same heads: {})",
+            "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B); from storage {cold_serve:.1?} ({} B, same heads: {}; the device applies it in {device_side:.1?})",
             loaded.snapshot.as_ref().map_or(0, Vec::len),
             loaded.changes.len(),
             reply.len(),
