@@ -525,10 +525,25 @@ pub fn stored_bytes(bytes: &[u8]) -> StoredOutcome {
     let limits = limits();
     let mut outcome = StoredOutcome::default();
 
+    // The heads read from the bytes alone (`guard::stored_heads`, behind
+    // the server's reply from storage, `engine::cold`) must be automerge's
+    // wherever automerge loads the same snapshot: a device answered from
+    // storage would otherwise be told heads the document does not have.
+    let snapshot_heads = guard::stored_heads(Some(bytes), &[], &limits).ok();
     if let Ok(doc) = guard::load_document(bytes, &limits) {
         check_readable(&doc, None);
         outcome.document = true;
+        if let Some(heads) = &snapshot_heads {
+            assert_eq!(
+                heads,
+                &sorted(doc.get_heads()),
+                "the heads read from a snapshot's bytes are not the loaded document's"
+            );
+        }
     }
+    // As a change log: nothing to compare (the log is only ever the
+    // server's own, in causal order), but it must not panic.
+    let _ = guard::stored_heads(None, &[bytes.to_vec()], &limits);
     outcome.changes_into_case = load_changes_checked(seeded_case(), bytes);
     outcome.changes_into_empty = load_changes_checked(Automerge::new(), bytes);
 
