@@ -82,13 +82,8 @@ fn main() {
         // What the device then does with it, through its own guards.
         let t = Instant::now();
         let mut fresh = Automerge::new();
-        guard::receive_sync_message(
-            &mut fresh,
-            &mut sync::State::new(),
-            &from_storage,
-            &limits,
-        )
-        .unwrap();
+        guard::receive_sync_message(&mut fresh, &mut sync::State::new(), &from_storage, &limits)
+            .unwrap();
         let device_side = t.elapsed();
         println!(
             "round {round}: {changes} changes (snapshot {} B, tail {}): read {read:.1?}, snapshot {snapshot:.1?}, tail {tail:.1?}, engine {setup:.1?}, first reply {serve:.1?} ({} B); from storage {cold_serve:.1?} ({} B, same heads: {}; the device applies it in {device_side:.1?})",

@@ -205,7 +205,9 @@ pub fn check_readable(doc: &Automerge, log: Option<(&[u8], &[Vec<u8>])>) {
     let snapshot_reloads = guard::load_document(&snapshot, &limits)
         .is_ok_and(|reloaded| sorted(reloaded.get_heads()) == heads);
     if !snapshot_reloads {
-        note_once("a snapshot of an accepted document does not reload (the server would not store it)");
+        note_once(
+            "a snapshot of an accepted document does not reload (the server would not store it)",
+        );
     }
 
     if let Some((base, changes)) = log {
@@ -225,7 +227,11 @@ pub fn check_readable(doc: &Automerge, log: Option<(&[u8], &[Vec<u8>])>) {
 /// Prints `what` once per process (libFuzzer runs millions of inputs).
 fn note_once(what: &'static str) {
     static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    if SEEN.lock().map(|mut seen| seen.insert(what)).unwrap_or(false) {
+    if SEEN
+        .lock()
+        .map(|mut seen| seen.insert(what))
+        .unwrap_or(false)
+    {
         eprintln!("note: {what}");
     }
 }
