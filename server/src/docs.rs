@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::FutureExt;
+use sync_core::engine::cold::ColdReply;
 use sync_core::engine::{Access, DocSync, PersistRequest};
 use sync_core::guard::{self, Limits};
 use sync_core::ids::{DocumentId, PeerId};
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{ActorBindings, IdentityStore, NewQuarantined};
 use crate::metrics::Metrics;
-use crate::store::{ChangeRecord, Store, WriteBatch, WriteOp};
+use crate::store::{ChangeRecord, LoadedDoc, Store, WriteBatch, WriteOp};
 
 /// What the document actors need from the identity side.
 #[derive(Debug, Clone)]
@@ -92,6 +93,10 @@ pub struct PeerHandle {
     pub quarantine: bool,
     pub wants_heads: bool,
     pub tx: mpsc::Sender<Outbound>,
+    /// The sync state to start from instead of the persisted one: set when
+    /// the connection already answered this peer from storage
+    /// ([`Docs::cold_reply`]).
+    pub start_state: Option<Vec<u8>>,
 }
 
 /// A quarantined connection's private sync session: a fork of the
@@ -445,69 +450,65 @@ impl Docs {
         self.send(doc, Cmd::Open(peer)).await
     }
 
-    /// Opens `doc` for `peer`, whose first sync message is `first`. When the
-    /// document is not loaded and `first` comes from a device that has
-    /// nothing, the reply is built from storage (`engine::cold`) and sent
-    /// at once, and the document loads after it: the device does not wait
-    /// for the load. Returns whether `first` was answered that way; if so
-    /// the caller must not pass it on with [`Self::sync`] (the actor would
-    /// send the whole document a second time). The actor then starts this
-    /// peer's sync from its persisted sync state, and the device's next
-    /// message (its heads, now the server's) carries the sync on.
-    pub async fn open_first(
+    /// The reply to `peer`'s first sync message `first` built from storage
+    /// (`engine::cold`), when `doc` is not loaded and `first` comes from a
+    /// device that has nothing; `None` otherwise (also when the stored
+    /// bytes cannot be answered that way: the loaded document answers).
+    ///
+    /// The connection sends the reply before it opens the document (which
+    /// loads it), so the device does not wait for the load; it then opens
+    /// the document with `peer.start_state` set to
+    /// [`ColdReply::peer_state`] and does not pass `first` on (the actor
+    /// would send the whole document a second time). This reads the store
+    /// and sends nothing.
+    pub async fn cold_reply(
         &self,
         doc: DocumentId,
-        peer: PeerHandle,
+        peer: &PeerHandle,
         first: &[u8],
-    ) -> Result<bool, DocError> {
+    ) -> Option<ColdReply> {
         let limits = &self.inner.config.limits;
         if peer.quarantine
             || self.lookup(&doc).is_some()
             || !sync_core::engine::cold::opens_from_nothing(first, limits)
         {
-            self.open(doc, peer).await?;
-            return Ok(false);
+            return None;
         }
-        let loaded = self
-            .inner
-            .store
-            .load_document(doc)
-            .await
-            .map_err(|e| DocError::Load(e.to_string()))?
-            .ok_or(DocError::NotFound)?;
-        let reply = sync_core::engine::cold::reply_from_storage(
-            loaded.snapshot.as_deref(),
-            &loaded.changes,
-            peer.access == Access::Read,
-            limits,
-        );
-        let served = match reply {
-            Ok(data) => {
-                let sent = peer
-                    .tx
-                    .send(Outbound::Sync {
-                        document: doc,
-                        data,
-                    })
-                    .await
-                    .is_ok();
-                if sent {
-                    self.inner.metrics.cold_replies.inc();
-                }
-                sent
+        let loaded = match self.inner.store.load_document(doc).await {
+            Ok(Some(loaded)) => loaded,
+            // Not stored, or unreadable: the usual open says so.
+            Ok(None) | Err(_) => return None,
+        };
+        let LoadedDoc {
+            snapshot, changes, ..
+        } = loaded;
+        let read_only = peer.access == Access::Read;
+        let limits = limits.clone();
+        let reply = tokio::task::spawn_blocking(move || {
+            sync_core::engine::cold::reply_from_storage(
+                snapshot.as_deref(),
+                &changes,
+                read_only,
+                &limits,
+            )
+        })
+        .await;
+        match reply {
+            Ok(Ok(reply)) => {
+                self.inner.metrics.cold_replies.inc();
+                Some(reply)
+            }
+            Ok(Err(e)) => {
+                // A snapshot with trailing orphan changes, or a reply too
+                // big for one frame: the loaded document answers.
+                tracing::debug!(document = %doc, error = %e, "not answered from storage");
+                None
             }
             Err(e) => {
-                // Not worth failing the open: the loaded document answers.
-                tracing::warn!(document = %doc, error = %e, "could not answer from storage; loading first");
-                false
+                tracing::warn!(document = %doc, error = %e, "building a reply from storage failed");
+                None
             }
-        };
-        drop(loaded);
-        // The load reads the store again rather than reuse `loaded`: another
-        // connection may have loaded, changed and unloaded the document
-        // since (it costs a fraction of a millisecond).
-        self.open(doc, peer).await?;
-        Ok(served)
+        }
     }
 
     pub async fn sync(
@@ -583,8 +584,8 @@ impl Docs {
     }
 
     /// Asks every loaded document whose change log grew since its last
-    /// snapshot to write one, and waits until they are stored (or
-    /// skipped). Called at shutdown, after the connections closed, so a
+    /// snapshot to write one, one after another, and waits until they are
+    /// stored (or skipped). Called at shutdown, after the connections closed, so a
     /// restart loads a snapshot and no tail, and a device with nothing
     /// gets a reply it loads in one go. Skipping is safe: the change log
     /// has everything.
@@ -593,15 +594,13 @@ impl Docs {
             Ok(map) => map.values().map(|h| h.tx.clone()).collect(),
             Err(_) => return,
         };
-        let mut waiting = Vec::with_capacity(handles.len());
+        // One case at a time: each is a save() and a reload check, and a
+        // machine with many loaded cases must not do them all at once.
         for tx in handles {
             let (reply, rx) = oneshot::channel();
             if tx.send(Cmd::Compact { reply }).await.is_ok() {
-                waiting.push(rx);
+                let _ = rx.await;
             }
-        }
-        for rx in waiting {
-            let _ = rx.await;
         }
     }
 }
@@ -819,13 +818,16 @@ impl Actor {
 
     async fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Open(peer) => {
-                let saved = self
-                    .store
-                    .load_sync_state(self.id, peer.sync_key.clone())
-                    .await
-                    .ok()
-                    .flatten();
+            Cmd::Open(mut peer) => {
+                let saved = match peer.start_state.take() {
+                    Some(state) => Some(state),
+                    None => self
+                        .store
+                        .load_sync_state(self.id, peer.sync_key.clone())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
                 if peer.quarantine {
                     self.open_quarantined(peer, saved.as_deref());
                     return;

@@ -114,6 +114,11 @@ pub(crate) struct Conn {
     out_tx: Option<mpsc::Sender<Outbound>>,
     identity: Identity,
     rate: crate::ratelimit::ConnLimits,
+    /// The WebSocket's writer queue (drained by its own task), for frames
+    /// that must leave before this connection's next await (the reply from
+    /// storage, sent before the document loads). None over HTTP, whose
+    /// frames leave with the response.
+    direct: Option<mpsc::Sender<Message>>,
 }
 
 /// The close reason (and HTTP fallback answer) for a device over a rate
@@ -146,6 +151,7 @@ impl Conn {
             out_tx: Some(out_tx),
             identity,
             rate: inner.rate_limits.connection(),
+            direct: None,
         };
         (conn, out_rx)
     }
@@ -167,7 +173,9 @@ impl Conn {
         let (write_tx, write_rx) = mpsc::channel::<Message>(WRITE_QUEUE);
         let written = Arc::new(std::sync::Mutex::new(Instant::now()));
         let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
+        self.direct = Some(write_tx.clone());
         let reason = self.run_io(stream, out_rx, &write_tx, &written).await;
+        self.direct = None;
         // Let the writer send what is queued (the close frame last), then
         // stop it.
         drop(write_tx);
@@ -317,7 +325,7 @@ impl Conn {
                         let Some(tx) = self.out_tx.clone() else {
                             continue;
                         };
-                        let peer = PeerHandle {
+                        let mut peer = PeerHandle {
                             peer: self.identity.peer_id().clone(),
                             conn_id: self.conn_id,
                             sync_key: format!(
@@ -337,9 +345,21 @@ impl Conn {
                                 == Mode::Quarantine,
                             wants_heads: self.session.wants_server_heads(),
                             tx,
+                            start_state: None,
                         };
-                        match inner.docs.open_first(document, peer, &data).await {
-                            Ok(answered) => {
+                        // A device with nothing, and the case not loaded:
+                        // answer from storage, and send it before the load.
+                        let answered = match inner.docs.cold_reply(document, &peer, &data).await {
+                            Some(reply) => {
+                                peer.start_state = Some(reply.peer_state());
+                                self.session.send_sync(document, reply.message);
+                                self.flush_direct().await;
+                                true
+                            }
+                            None => false,
+                        };
+                        match inner.docs.open(document, peer).await {
+                            Ok(()) => {
                                 self.open.insert(document);
                                 if answered {
                                     continue;
@@ -431,6 +451,20 @@ impl Conn {
             Flow::Close(CLOSE_POLICY, "access revoked".into())
         } else {
             Flow::Continue
+        }
+    }
+
+    /// Writes what the session has queued now, on a WebSocket (the writer
+    /// task drains the queue, so this waits only on the socket). Over HTTP
+    /// it does nothing: the frames go out with the response.
+    async fn flush_direct(&mut self) {
+        let Some(writer) = self.direct.clone() else {
+            return;
+        };
+        while let Some(frame) = self.session.poll_transmit() {
+            if writer.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
         }
     }
 

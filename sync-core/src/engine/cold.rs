@@ -32,11 +32,45 @@ use crate::guard::{self, GuardError, Limits};
 /// from nothing: no heads, no needs, no changes, and the flags section that
 /// every peer able to read a whole-document (v2) reply sends. A message the
 /// guards refuse is not.
+///
+/// A peer that says it is read-only (it applies nothing it receives) is
+/// not: automerge sends such a peer no changes.
 pub fn opens_from_nothing(message: &[u8], limits: &Limits) -> bool {
-    matches!(
+    // The type byte, then zero heads and zero needs, before the whole walk.
+    if !matches!(message, [0x42 | 0x43, 0, 0, ..]) {
+        return false;
+    }
+    let empty = matches!(
         guard::check_sync_message(message, limits),
         Ok(s) if s.heads == 0 && s.needs == 0 && s.changes == 0 && s.has_flags
-    )
+    );
+    empty
+        && guard::catch_automerge(|| Message::decode(message))
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|m| m.flags)
+            .is_some_and(|f| !f.contains(MessageFlags::READ_ONLY))
+}
+
+/// The reply to a device with nothing, and the heads it carries.
+#[derive(Debug, Clone)]
+pub struct ColdReply {
+    /// The encoded sync message.
+    pub message: Vec<u8>,
+    /// The heads it tells the device, sorted.
+    pub heads: Vec<ChangeHash>,
+}
+
+impl ColdReply {
+    /// The sync state to start this peer from once the document is
+    /// loaded: both sides share the reply's heads. A fresh state would
+    /// make the first message after the reply carry a Bloom filter of
+    /// every change in the case.
+    pub fn peer_state(&self) -> Vec<u8> {
+        let mut state = automerge::sync::State::new();
+        state.shared_heads.clone_from(&self.heads);
+        state.encode()
+    }
 }
 
 /// The reply to a peer whose message [`opens_from_nothing`], from the
@@ -52,7 +86,7 @@ pub fn reply_from_storage(
     changes: &[Vec<u8>],
     read_only: bool,
     limits: &Limits,
-) -> Result<Vec<u8>, GuardError> {
+) -> Result<ColdReply, GuardError> {
     let size = snapshot.map_or(0, <[u8]>::len) + changes.iter().map(Vec::len).sum::<usize>();
     // Headroom for the message's own fields and the protocol envelope.
     guard::check_frame_size(size.saturating_add(64 * 1024), limits)?;
@@ -72,14 +106,15 @@ pub fn reply_from_storage(
         bloom: BloomFilter::from_hashes(std::iter::empty::<ChangeHash>()),
     };
     let message = Message {
-        heads,
+        heads: heads.clone(),
         need: Vec::new(),
         have: vec![have],
         changes: ChunkList::from(chunks),
         flags: Some(flags),
         version: MessageVersion::V2,
     };
-    guard::catch_automerge(|| message.encode())
+    let message = guard::catch_automerge(|| message.encode())?;
+    Ok(ColdReply { message, heads })
 }
 
 #[cfg(test)]
@@ -116,6 +151,23 @@ mod tests {
         assert!(!opens_from_nothing(&has_something, &limits));
         assert!(!opens_from_nothing(b"\x42garbage", &limits));
         assert!(!opens_from_nothing(&[], &limits));
+        // A read-only peer with nothing: automerge would send it nothing.
+        let mut read_only = State::new_read_only();
+        let first = Automerge::new()
+            .generate_sync_message(&mut read_only)
+            .expect("a first message")
+            .encode();
+        assert!(!opens_from_nothing(&first, &limits));
+    }
+
+    #[test]
+    fn the_peer_state_after_the_reply_shares_its_heads() {
+        let limits = Limits::default();
+        let mut server = AutoCommit::new();
+        server.put(ROOT, "k", 1).expect("put");
+        let reply = reply_from_storage(Some(&server.save()), &[], false, &limits).expect("reply");
+        let state = State::decode(&reply.peer_state()).expect("decodes");
+        assert_eq!(state.shared_heads, server.get_heads());
     }
 
     #[test]
@@ -148,9 +200,10 @@ mod tests {
             }),
         ] {
             let reply = reply_from_storage(snapshot, &tail, false, &limits).expect("reply");
+            assert_eq!(reply.heads, server.get_heads());
             let mut device = Automerge::new();
             let mut state = State::new();
-            let message = Message::decode(&reply).expect("decodes");
+            let message = Message::decode(&reply.message).expect("decodes");
             assert_eq!(message.heads, server.get_heads());
             device
                 .receive_sync_message(&mut state, message)
@@ -183,7 +236,10 @@ mod tests {
         let mut device = Automerge::new();
         let mut state = State::new();
         device
-            .receive_sync_message(&mut state, Message::decode(&reply).expect("decodes"))
+            .receive_sync_message(
+                &mut state,
+                Message::decode(&reply.message).expect("decodes"),
+            )
             .expect("applies");
         assert!(state.is_peer_read_only());
     }
