@@ -77,7 +77,8 @@ fn main() {
         assert!(cold::opens_from_nothing(&first, &limits));
         let from_storage =
             cold::reply_from_storage(stored.snapshot.as_deref(), &stored.changes, false, &limits)
-                .unwrap();
+                .unwrap()
+                .message;
         let cold_serve = t.elapsed();
         // What the device then does with it, through its own guards.
         let t = Instant::now();
