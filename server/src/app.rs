@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use axum::routing::{delete, get, post, put};
+use axum::serve::ListenerExt;
 use axum::Router;
 use sync_core::ids::{DocumentId, PeerId, StorageId};
 use tokio::net::TcpListener;
@@ -381,6 +382,16 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let router = app(state.clone());
     let closer = state.clone();
+    // Sync frames are small and go out as soon as they are made. With
+    // Nagle's algorithm on, a frame written while the previous one was not
+    // yet acknowledged waited for the device's delayed ACK (up to 40 ms on
+    // Linux): the live fan-out's p95 was about 30 ms with the machine
+    // nearly idle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
