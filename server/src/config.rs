@@ -53,7 +53,10 @@ impl Config {
             auth: None,
             test_panic_marker: None,
             idle_unload: Duration::from_secs(60),
-            ws_read_buffer: 8 * 1024,
+            // Every connection holds this much while idle; sync frames are
+            // mostly far smaller, and a bigger frame gets room for its
+            // whole length from its header anyway.
+            ws_read_buffer: 2 * 1024,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             app_dir: default_dir("client-wasm/dist"),

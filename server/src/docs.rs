@@ -52,13 +52,9 @@ pub enum Outbound {
         document: DocumentId,
         heads: Vec<String>,
     },
-    Ephemeral {
-        from: PeerId,
-        document: DocumentId,
-        count: u64,
-        session_id: String,
-        data: Vec<u8>,
-    },
+    /// Boxed, so the other variants (what a connection's queue mostly
+    /// holds) stay small: every connection's queue allocates room for 32.
+    Ephemeral(Box<EphemeralOut>),
     /// The document refused this peer's input: close as a policy
     /// violation, so the device does not just reconnect and send it again.
     Refused {
@@ -69,6 +65,16 @@ pub enum Outbound {
     Close {
         reason: String,
     },
+}
+
+/// An ephemeral message relayed to one connection.
+#[derive(Debug)]
+pub struct EphemeralOut {
+    pub from: PeerId,
+    pub document: DocumentId,
+    pub count: u64,
+    pub session_id: String,
+    pub data: Vec<u8>,
 }
 
 /// Who delivered a sync message, for the change log's provenance.
@@ -926,13 +932,13 @@ impl Actor {
                 };
                 for (c, p) in &self.peers {
                     if *c != conn_id {
-                        let _ = p.tx.try_send(Outbound::Ephemeral {
+                        let _ = p.tx.try_send(Outbound::Ephemeral(Box::new(EphemeralOut {
                             from: from.clone(),
                             document: self.id,
                             count,
                             session_id: session_id.clone(),
                             data: data.clone(),
-                        });
+                        })));
                     }
                 }
             }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::acl::{Mode, Principal, UserPolicy};
 use crate::app::{AppState, Revocation};
 use crate::auth::{self, AuthRejection, Authenticated, Identity, WS_PROTOCOL};
-use crate::docs::{Outbound, PeerHandle, Provenance};
+use crate::docs::{EphemeralOut, Outbound, PeerHandle, Provenance};
 
 /// WebSocket close code for a policy violation (RFC 6455).
 const CLOSE_POLICY: u16 = 1008;
@@ -99,7 +99,7 @@ async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
     let (mut conn, out_rx) = Conn::new(state.clone(), identity);
     let conn_id = conn.conn_id;
     let close = conn.run(socket, out_rx).await;
-    conn.cleanup().await;
+    Box::pin(conn.cleanup()).await;
     inner.metrics.connections.dec();
     tracing::debug!(conn = conn_id, reason = %close, "connection closed");
 }
@@ -193,8 +193,13 @@ impl Conn {
         sink: &mpsc::Sender<Message>,
         written: &std::sync::Mutex<Instant>,
     ) -> String {
-        let config = self.state.inner.config.clone();
-        let mut ping = tokio::time::interval(config.ping_interval);
+        // Only what the loop needs: this future lives as long as the
+        // connection, so whatever it holds is held by every idle device.
+        let (ping_interval, idle_timeout) = {
+            let config = &self.state.inner.config;
+            (config.ping_interval, config.idle_timeout)
+        };
+        let mut ping = tokio::time::interval(ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
         let mut shutdown = self.state.inner.shutdown.clone();
@@ -210,7 +215,10 @@ impl Conn {
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Binary(bytes))) => {
                         last_seen = Instant::now();
-                        self.handle_frame(&bytes).await
+                        // Boxed: handling a frame can await a document's
+                        // load, and its state inline would make every
+                        // idle connection's task that much bigger.
+                        Box::pin(self.handle_frame(&bytes)).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                         last_seen = Instant::now();
@@ -231,7 +239,7 @@ impl Conn {
                 Some(out) = out_rx.recv() => self.handle_outbound(out),
                 _ = ping.tick() => {
                     let last_write = *written.lock().unwrap_or_else(PoisonError::into_inner);
-                    if last_seen.max(last_write).elapsed() > config.idle_timeout {
+                    if last_seen.max(last_write).elapsed() > idle_timeout {
                         Flow::Close(CLOSE_AWAY, "idle".into())
                     } else {
                         if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -478,15 +486,17 @@ impl Conn {
                     u64::try_from(now_ms()).unwrap_or(0),
                 );
             }
-            Outbound::Ephemeral {
-                from,
-                document,
-                count,
-                session_id,
-                data,
-            } => self
-                .session
-                .send_ephemeral(from, document, count, session_id, data),
+            Outbound::Ephemeral(e) => {
+                let EphemeralOut {
+                    from,
+                    document,
+                    count,
+                    session_id,
+                    data,
+                } = *e;
+                self.session
+                    .send_ephemeral(from, document, count, session_id, data)
+            }
             Outbound::Refused { reason } => {
                 self.session.close_with_error(&reason);
                 return Flow::Close(CLOSE_POLICY, reason);
