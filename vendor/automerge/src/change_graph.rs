@@ -1200,6 +1200,29 @@ mod tests {
         }
     }
 
+    /// casesync patch: on a history automerge would not write (an actor's
+    /// second change that does not depend on its first), the clock test
+    /// removes everything the walk removes and more, and does not panic.
+    #[test]
+    fn remove_ancestors_by_clock_on_a_seq_that_skips_its_predecessor() {
+        let mut builder = TestGraphBuilder::new();
+        let actor1 = builder.actor();
+        let actor2 = builder.actor();
+        let first = builder.change(&actor1, 1, &[]);
+        let other = builder.change(&actor2, 1, &[]);
+        let second = builder.change(&actor1, 1, &[other]);
+        let graph = builder.build();
+
+        let sent: BTreeSet<ChangeHash> = [first, other, second].into_iter().collect();
+        let mut by_walk = sent.clone();
+        graph.remove_ancestors_by_walk(&mut by_walk, &[second]);
+        let mut by_clock = sent.clone();
+        graph.remove_ancestors(&mut by_clock, &[second]);
+        assert_eq!(by_walk, [first].into_iter().collect::<BTreeSet<_>>());
+        assert!(by_clock.is_subset(&by_walk));
+        assert!(by_clock.is_empty(), "the clock covers `first` by its seq");
+    }
+
     struct TestGraphBuilder {
         actors: Vec<ActorId>,
         changes: Vec<Change>,
