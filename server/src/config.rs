@@ -56,8 +56,9 @@ impl Config {
             // Every connection holds this much while idle, and sync frames
             // are mostly far smaller. A bigger frame gets room for its whole
             // length from its header, then arrives in reads of this size:
-            // 2 KiB reads cost a few milliseconds on a 16 MiB frame.
-            ws_read_buffer: 2 * 1024,
+            // 1 KiB reads cost several milliseconds on a 16 MiB frame, the
+            // largest allowed, and little on the frames devices send.
+            ws_read_buffer: 1024,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             app_dir: default_dir("client-wasm/dist"),

@@ -40,6 +40,42 @@ pub struct DocsHooks {
 /// sessions would get, though an idle actor has none).
 const UNLOADED: &str = "document unloaded";
 
+/// The sending end of a connection's queue of [`Outbound`] messages.
+///
+/// Items travel boxed: tokio's channel allocates its first block of 32
+/// slots when it is created, and every connected device keeps that block
+/// for as long as it is connected, idle or not. 32 pointers instead of 32
+/// `Outbound`s is about 1.3 KiB less per device; the box costs one small
+/// allocation per message, beside the message's own payload.
+#[derive(Debug, Clone)]
+pub struct OutboundTx(mpsc::Sender<Box<Outbound>>);
+
+/// The receiving end of a connection's queue (see [`OutboundTx`]).
+pub type OutboundRx = mpsc::Receiver<Box<Outbound>>;
+
+/// A connection's queue, holding up to `capacity` messages.
+pub fn outbound_queue(capacity: usize) -> (OutboundTx, OutboundRx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (OutboundTx(tx), rx)
+}
+
+impl OutboundTx {
+    /// Queues `out` unless the queue is full or its connection is gone.
+    pub fn try_send(&self, out: Outbound) -> Result<(), mpsc::error::TrySendError<Box<Outbound>>> {
+        self.0.try_send(Box::new(out))
+    }
+
+    /// Free slots in the queue.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Whether the connection dropped its end.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 /// What a document actor sends to one connection.
 #[derive(Debug)]
 pub enum Outbound {
@@ -98,7 +134,7 @@ pub struct PeerHandle {
     /// sends is quarantined instead of merged.
     pub quarantine: bool,
     pub wants_heads: bool,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: OutboundTx,
     /// The sync state to start from instead of the persisted one: set when
     /// the connection already answered this peer from storage
     /// ([`Docs::cold_reply`]).
@@ -656,7 +692,7 @@ const OUTBOUND_HEADROOM: usize = 16;
 /// How soon a document retries the devices it held back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 
-type Subscribers = Arc<Mutex<HashMap<u64, mpsc::Sender<Outbound>>>>;
+type Subscribers = Arc<Mutex<HashMap<u64, OutboundTx>>>;
 
 impl std::fmt::Debug for Actor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -25,11 +25,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sync_core::ids::PeerId;
-use tokio::sync::{broadcast, mpsc, Mutex};
+use tokio::sync::{broadcast, Mutex};
 
 use crate::app::{AppState, Revocation};
 use crate::auth::{AuthRejection, Authenticated};
-use crate::docs::Outbound;
+use crate::docs::OutboundRx;
 use crate::error::AppError;
 use crate::ws::{Conn, Flow};
 
@@ -45,7 +45,7 @@ const MAX_FRAMES: usize = 1024;
 
 struct HttpSession {
     conn: Conn,
-    out_rx: mpsc::Receiver<Outbound>,
+    out_rx: OutboundRx,
     /// Revocations since the session began; a hit ends the session.
     revocations: broadcast::Receiver<Revocation>,
     last_used: Instant,
@@ -224,7 +224,7 @@ async fn sync_http_session(
             let s = &mut *s;
             let flow = tokio::select! {
                 msg = tokio::time::timeout_at(deadline, s.out_rx.recv()) => match msg {
-                    Ok(Some(msg)) => s.conn.handle_outbound(msg),
+                    Ok(Some(msg)) => s.conn.handle_outbound(*msg),
                     _ => break,
                 },
                 // A revocation ends a long poll at once.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::acl::{Mode, Principal, UserPolicy};
 use crate::app::{AppState, Revocation};
 use crate::auth::{self, AuthRejection, Authenticated, Identity, WS_PROTOCOL};
-use crate::docs::{EphemeralOut, Outbound, PeerHandle, Provenance};
+use crate::docs::{EphemeralOut, Outbound, OutboundRx, OutboundTx, PeerHandle, Provenance};
 
 /// WebSocket close code for a policy violation (RFC 6455).
 const CLOSE_POLICY: u16 = 1008;
@@ -34,17 +34,22 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// for it (backpressure from a device that reads slowly).
 const WRITE_QUEUE: usize = 64;
 
+/// A socket's writer queue. Frames travel boxed, for the reason given at
+/// [`OutboundTx`]: the channel's first block of 32 slots lives as long as
+/// the connection.
+type WriteTx = mpsc::Sender<Box<Message>>;
+
 /// The writer task of one socket: sends frames in order, and notes when a
 /// write completed (the device is reading: it is alive). Ends at the close
 /// frame, when the queue closes, or when the socket fails.
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Message>,
+    mut frames: mpsc::Receiver<Box<Message>>,
     written: Arc<std::sync::Mutex<Instant>>,
 ) {
     while let Some(frame) = frames.recv().await {
-        let closing = matches!(frame, Message::Close(_));
-        if sink.send(frame).await.is_err() {
+        let closing = matches!(*frame, Message::Close(_));
+        if sink.send(*frame).await.is_err() {
             return;
         }
         *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
@@ -75,14 +80,29 @@ pub async fn sync_socket(
         // Browsers offer `casesync.v1, casesync.bearer.<jwt>`; only the
         // non-secret one is ever selected and echoed.
         .protocols([WS_PROTOCOL])
-        .on_upgrade(move |socket| connection(state, auth.identity, socket))
+        .on_upgrade(move |socket| {
+            // A task of its own: axum's upgrade task would otherwise keep
+            // its own state beside the connection's for as long as the
+            // device stays connected.
+            tokio::spawn(connection(state, auth.identity, socket));
+            std::future::ready(())
+        })
 }
 
 fn now_ms() -> i64 {
     auth::unix_now().saturating_mul(1000)
 }
 
-async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
+/// Sets up an upgraded connection and returns the future that serves it.
+///
+/// Not an `async fn`: that future lives as long as the device stays
+/// connected, and an `async fn` would keep room for its arguments (the
+/// unsplit socket alone is 368 bytes) in it all that time.
+fn connection(
+    state: AppState,
+    identity: Identity,
+    socket: WebSocket,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let inner = &state.inner;
     inner.metrics.connections.inc();
     inner.metrics.connections_total.inc();
@@ -97,11 +117,24 @@ async fn connection(state: AppState, identity: Identity, socket: WebSocket) {
         });
     }
     let (mut conn, out_rx) = Conn::new(state.clone(), identity);
-    let conn_id = conn.conn_id;
-    let close = conn.run(socket, out_rx).await;
-    Box::pin(conn.cleanup()).await;
-    inner.metrics.connections.dec();
-    tracing::debug!(conn = conn_id, reason = %close, "connection closed");
+    let (sink, stream) = socket.split();
+    // Writing has its own task, so that a device slow to read what we
+    // send never stops us reading what it sends (its pongs among it):
+    // with one task, a send blocked on a full socket stopped the reads,
+    // the device's pongs went unread and it was closed as idle, and a
+    // device blocked in its own send deadlocked with us until then (a
+    // third of the 1,000 devices of the reconnect storm). Liveness is
+    // now any frame or pong read, or any write completed.
+    let (write_tx, write_rx) = mpsc::channel::<Box<Message>>(WRITE_QUEUE);
+    let written = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
+    async move {
+        let conn_id = conn.conn_id;
+        let close = conn.run(stream, out_rx, write_tx, written, writer).await;
+        Box::pin(conn.cleanup()).await;
+        state.inner.metrics.connections.dec();
+        tracing::debug!(conn = conn_id, reason = %close, "connection closed");
+    }
 }
 
 /// One device's protocol session with the server, whatever carries its
@@ -111,14 +144,14 @@ pub(crate) struct Conn {
     session: ServerSession,
     conn_id: u64,
     open: HashSet<DocumentId>,
-    out_tx: Option<mpsc::Sender<Outbound>>,
+    out_tx: Option<OutboundTx>,
     identity: Identity,
     rate: crate::ratelimit::ConnLimits,
     /// The WebSocket's writer queue (drained by its own task), for frames
     /// that must leave before this connection's next await (the reply from
     /// storage, sent before the document loads). None over HTTP, whose
     /// frames leave with the response.
-    direct: Option<mpsc::Sender<Message>>,
+    direct: Option<WriteTx>,
 }
 
 /// The close reason (and HTTP fallback answer) for a device over a rate
@@ -133,10 +166,10 @@ pub(crate) enum Flow {
 impl Conn {
     /// A new session for `identity`, and the receiver of what the document
     /// actors send it.
-    pub(crate) fn new(state: AppState, identity: Identity) -> (Self, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(state: AppState, identity: Identity) -> (Self, OutboundRx) {
         let inner = &state.inner;
         let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
+        let (out_tx, out_rx) = crate::docs::outbound_queue(256);
         let session = ServerSession::new(
             inner.server_peer.clone(),
             inner.storage_id.clone(),
@@ -161,18 +194,14 @@ impl Conn {
         self.session.poll_transmit()
     }
 
-    async fn run(&mut self, socket: WebSocket, out_rx: mpsc::Receiver<Outbound>) -> String {
-        let (sink, stream) = socket.split();
-        // Writing has its own task, so that a device slow to read what we
-        // send never stops us reading what it sends (its pongs among it):
-        // with one task, a send blocked on a full socket stopped the reads,
-        // the device's pongs went unread and it was closed as idle, and a
-        // device blocked in its own send deadlocked with us until then (a
-        // third of the 1,000 devices of the reconnect storm). Liveness is
-        // now any frame or pong read, or any write completed.
-        let (write_tx, write_rx) = mpsc::channel::<Message>(WRITE_QUEUE);
-        let written = Arc::new(std::sync::Mutex::new(Instant::now()));
-        let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
+    async fn run(
+        &mut self,
+        stream: futures_util::stream::SplitStream<WebSocket>,
+        out_rx: OutboundRx,
+        write_tx: WriteTx,
+        written: Arc<std::sync::Mutex<Instant>>,
+        writer: tokio::task::JoinHandle<()>,
+    ) -> String {
         self.direct = Some(write_tx.clone());
         let reason = self.run_io(stream, out_rx, &write_tx, &written).await;
         self.direct = None;
@@ -189,8 +218,8 @@ impl Conn {
     async fn run_io(
         &mut self,
         mut stream: futures_util::stream::SplitStream<WebSocket>,
-        mut out_rx: mpsc::Receiver<Outbound>,
-        sink: &mpsc::Sender<Message>,
+        mut out_rx: OutboundRx,
+        sink: &WriteTx,
         written: &std::sync::Mutex<Instant>,
     ) -> String {
         // Only what the loop needs: this future lives as long as the
@@ -236,13 +265,13 @@ impl Conn {
                         Flow::Close(CLOSE_POLICY, format!("bad frame: {e}"))
                     }
                 },
-                Some(out) = out_rx.recv() => self.handle_outbound(out),
+                Some(out) = out_rx.recv() => self.handle_outbound(*out),
                 _ = ping.tick() => {
                     let last_write = *written.lock().unwrap_or_else(PoisonError::into_inner);
                     if last_seen.max(last_write).elapsed() > idle_timeout {
                         Flow::Close(CLOSE_AWAY, "idle".into())
                     } else {
-                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        if sink.send(Box::new(Message::Ping(Default::default()))).await.is_err() {
                             return "send failed".into();
                         }
                         Flow::Continue
@@ -256,16 +285,16 @@ impl Conn {
                 revocation = revocations.recv() => self.handle_revocation(revocation),
             };
             while let Some(frame) = self.session.poll_transmit() {
-                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                if sink.send(Box::new(Message::Binary(frame.into()))).await.is_err() {
                     return "send failed".into();
                 }
             }
             if let Flow::Close(code, reason) = flow {
                 let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
+                    .send(Box::new(Message::Close(Some(CloseFrame {
                         code,
                         reason: reason.chars().take(120).collect::<String>().into(),
-                    })))
+                    }))))
                     .await;
                 // Read (and drop) what the peer still sends until its close
                 // reply. Closing a TCP socket with unread input makes the
@@ -470,7 +499,7 @@ impl Conn {
             return;
         };
         while let Some(frame) = self.session.poll_transmit() {
-            if writer.send(Message::Binary(frame.into())).await.is_err() {
+            if writer.send(Box::new(Message::Binary(frame.into()))).await.is_err() {
                 return;
             }
         }

@@ -187,6 +187,13 @@ impl DocSync {
             }
             return Err(e.into());
         }
+        // Once the peer has everything we sent, automerge empties its record
+        // of sent changes with `retain`, which keeps the set's root node
+        // (about 370 bytes) allocated. Every idle peer of every document
+        // would hold one.
+        if entry.state.sent_hashes.is_empty() {
+            entry.state.sent_hashes = BTreeSet::new();
+        }
         if entry.read_only {
             // automerge's read-only state ignores changes; nothing to persist.
             return Ok(());
