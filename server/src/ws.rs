@@ -89,6 +89,21 @@ pub async fn sync_socket(
         })
 }
 
+/// How long until a new connection's first ping: `interval`, then on to
+/// the next whole second of the wall clock (`now`). Every connection's
+/// pings then fall due on the same instants, and the runtime wakes once a
+/// second for all of them instead of once for each: 10,000 idle devices
+/// were 500 wake-ups a second, and the thread switches were most of the
+/// server's idle CPU (BENCHMARKS.md, idle fleet). The wall clock sets only
+/// the phase; a clock step moves it for later connections, nothing else.
+fn first_ping_in(interval: Duration, now: std::time::SystemTime) -> Duration {
+    let into_second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    interval + Duration::from_nanos(u64::from(1_000_000_000 - into_second))
+}
+
 fn now_ms() -> i64 {
     auth::unix_now().saturating_mul(1000)
 }
@@ -228,7 +243,10 @@ impl Conn {
             let config = &self.state.inner.config;
             (config.ping_interval, config.idle_timeout)
         };
-        let mut ping = tokio::time::interval(ping_interval);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + first_ping_in(ping_interval, std::time::SystemTime::now()),
+            ping_interval,
+        );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
         let mut shutdown = self.state.inner.shutdown.clone();
@@ -542,5 +560,31 @@ impl Conn {
         for doc in self.open.drain() {
             self.state.inner.docs.close(doc, self.conn_id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::first_ping_in;
+
+    #[test]
+    fn first_pings_of_connections_fall_on_the_same_whole_second() {
+        let interval = Duration::from_secs(20);
+        let base = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut due = Vec::new();
+        for offset_ms in [1, 250, 999] {
+            let now = base + Duration::from_millis(offset_ms);
+            let wait = first_ping_in(interval, now);
+            assert!(wait > interval && wait <= interval + Duration::from_secs(1));
+            due.push(now + wait);
+        }
+        assert!(due.iter().all(|d| *d == base + Duration::from_secs(21)), "{due:?}");
+        // On a whole second already: one whole interval and one second.
+        assert_eq!(first_ping_in(interval, base), interval + Duration::from_secs(1));
+        // A clock before 1970 still gives a wait, not a panic.
+        let before = UNIX_EPOCH - Duration::from_millis(1500);
+        assert!(first_ping_in(interval, before) >= interval);
     }
 }
