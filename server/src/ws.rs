@@ -40,8 +40,10 @@ const WRITE_QUEUE: usize = 64;
 type WriteTx = mpsc::Sender<Box<Message>>;
 
 /// The writer task of one socket: sends frames in order, and notes when a
-/// write completed (the device is reading: it is alive). Ends at the close
-/// frame, when the queue closes, or when the socket fails.
+/// write completed (the device is reading: it is alive). Our own pings do
+/// not count: a few bytes always fit in the socket's buffer, read or not,
+/// so a device that vanished without closing would never time out. Ends at
+/// the close frame, when the queue closes, or when the socket fails.
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Box<Message>>,
@@ -49,10 +51,13 @@ async fn write_frames(
 ) {
     while let Some(frame) = frames.recv().await {
         let closing = matches!(*frame, Message::Close(_));
+        let ping = matches!(*frame, Message::Ping(_));
         if sink.send(*frame).await.is_err() {
             return;
         }
-        *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if !ping {
+            *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
         if closing {
             return;
         }
@@ -94,8 +99,10 @@ pub async fn sync_socket(
 /// pings then fall due on the same instants, and the runtime wakes once a
 /// second for all of them instead of once for each: 10,000 idle devices
 /// were 500 wake-ups a second, and the thread switches were most of the
-/// server's idle CPU (BENCHMARKS.md, idle fleet). The wall clock sets only
-/// the phase; a clock step moves it for later connections, nothing else.
+/// server's idle CPU (BENCHMARKS.md, idle fleet). This holds for an
+/// interval of whole seconds, as the default 20 s is. The wall clock sets
+/// only the phase; a clock step moves it for later connections, nothing
+/// else.
 fn first_ping_in(interval: Duration, now: std::time::SystemTime) -> Duration {
     let into_second = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -244,11 +251,19 @@ impl Conn {
             (config.ping_interval, config.idle_timeout)
         };
         let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + first_ping_in(ping_interval, std::time::SystemTime::now()),
+            tokio::time::Instant::now()
+                + first_ping_in(ping_interval, std::time::SystemTime::now()),
             ping_interval,
         );
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A tick missed while the connection was busy is skipped, not
+        // delayed: later pings stay on the shared whole-second grid.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_seen = Instant::now();
+        // The first of our pings since the device last showed it is alive
+        // (a frame or pong read, a write of ours completed). The device is
+        // dropped once that ping has gone `idle_timeout` unanswered: never
+        // before it was asked, whatever the first ping's phase.
+        let mut unanswered_since: Option<Instant> = None;
         let mut shutdown = self.state.inner.shutdown.clone();
         let expires_in = Duration::from_secs(
             u64::try_from(self.identity.expires_at() - auth::unix_now()).unwrap_or(0),
@@ -286,13 +301,21 @@ impl Conn {
                 Some(out) = out_rx.recv() => self.handle_outbound(*out),
                 _ = ping.tick() => {
                     let last_write = *written.lock().unwrap_or_else(PoisonError::into_inner);
-                    if last_seen.max(last_write).elapsed() > idle_timeout {
-                        Flow::Close(CLOSE_AWAY, "idle".into())
-                    } else {
-                        if sink.send(Box::new(Message::Ping(Default::default()))).await.is_err() {
-                            return "send failed".into();
+                    let alive_at = last_seen.max(last_write);
+                    if unanswered_since.is_some_and(|pinged| alive_at > pinged) {
+                        unanswered_since = None;
+                    }
+                    match unanswered_since {
+                        Some(pinged) if pinged.elapsed() > idle_timeout => {
+                            Flow::Close(CLOSE_AWAY, "idle".into())
                         }
-                        Flow::Continue
+                        _ => {
+                            if sink.send(Box::new(Message::Ping(Default::default()))).await.is_err() {
+                                return "send failed".into();
+                            }
+                            unanswered_since.get_or_insert_with(Instant::now);
+                            Flow::Continue
+                        }
                     }
                 }
                 _ = &mut expiry => {
@@ -303,7 +326,11 @@ impl Conn {
                 revocation = revocations.recv() => self.handle_revocation(revocation),
             };
             while let Some(frame) = self.session.poll_transmit() {
-                if sink.send(Box::new(Message::Binary(frame.into()))).await.is_err() {
+                if sink
+                    .send(Box::new(Message::Binary(frame.into())))
+                    .await
+                    .is_err()
+                {
                     return "send failed".into();
                 }
             }
@@ -517,7 +544,11 @@ impl Conn {
             return;
         };
         while let Some(frame) = self.session.poll_transmit() {
-            if writer.send(Box::new(Message::Binary(frame.into()))).await.is_err() {
+            if writer
+                .send(Box::new(Message::Binary(frame.into())))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -580,9 +611,15 @@ mod tests {
             assert!(wait > interval && wait <= interval + Duration::from_secs(1));
             due.push(now + wait);
         }
-        assert!(due.iter().all(|d| *d == base + Duration::from_secs(21)), "{due:?}");
+        assert!(
+            due.iter().all(|d| *d == base + Duration::from_secs(21)),
+            "{due:?}"
+        );
         // On a whole second already: one whole interval and one second.
-        assert_eq!(first_ping_in(interval, base), interval + Duration::from_secs(1));
+        assert_eq!(
+            first_ping_in(interval, base),
+            interval + Duration::from_secs(1)
+        );
         // A clock before 1970 still gives a wait, not a panic.
         let before = UNIX_EPOCH - Duration::from_millis(1500);
         assert!(first_ping_in(interval, before) >= interval);

@@ -138,6 +138,12 @@ struct RunArgs {
     out: Option<PathBuf>,
 }
 
+/// mimalloc, as the server uses: the generator must not be the bottleneck
+/// of what it measures, and with glibc's allocator malloc and free were a
+/// quarter of its CPU in the reconnect storm (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Compare { casesync, peer }) = cli.command {

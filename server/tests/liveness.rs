@@ -1,0 +1,89 @@
+//! Liveness of sync sockets: a device that vanishes without closing is
+//! dropped after `idle_timeout` of silence, and a device that answers the
+//! server's pings stays connected however long it has nothing to say.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::TestServer;
+
+const PING_EVERY: Duration = Duration::from_millis(100);
+const IDLE_TIMEOUT: Duration = Duration::from_millis(600);
+
+async fn quick_pings() -> TestServer {
+    TestServer::start_with(|c| {
+        c.ping_interval = PING_EVERY;
+        c.idle_timeout = IDLE_TIMEOUT;
+    })
+    .await
+}
+
+/// Waits until the server counts `open` sync connections; panics after
+/// `within`.
+async fn wait_for_connections(server: &TestServer, open: f64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now_open = server.metric("casesync_connections").await;
+        if now_open == open {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {now_open} open connections, expected {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_device_that_vanishes_without_closing_is_dropped() {
+    let server = quick_pings().await;
+    let token = server.token("olena", "phone");
+    // Connected, then silent: it reads nothing, so it answers no ping, and
+    // the server's pings pile up unread in the socket's buffers.
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(&token))
+        .await
+        .expect("WebSocket upgrade");
+    wait_for_connections(&server, 1.0, Duration::from_secs(5)).await;
+    // Idle timeout, a ping tick, up to a second of ping phase and the
+    // close handshake's linger all fit well within this bound; before the
+    // fix, the server's own pings kept the socket alive for good.
+    wait_for_connections(&server, 0.0, Duration::from_secs(20)).await;
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_device_that_answers_pings_stays_connected() {
+    let server = quick_pings().await;
+    let token = server.token("olena", "phone");
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url(&token))
+        .await
+        .expect("WebSocket upgrade");
+    // Reading is what makes tungstenite answer pings; the device sends
+    // nothing else.
+    let pings = Arc::new(AtomicUsize::new(0));
+    let counted = pings.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_ping() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    wait_for_connections(&server, 1.0, Duration::from_secs(5)).await;
+    // Several idle timeouts of silence from the device's side.
+    tokio::time::sleep(IDLE_TIMEOUT * 5).await;
+    assert_eq!(server.metric("casesync_connections").await, 1.0);
+    assert!(
+        !reader.is_finished(),
+        "the server closed a device that answered its pings"
+    );
+    // The server did ping it (and so it did answer): the first ping comes
+    // within a second and a tick, then one every tick.
+    assert!(pings.load(Ordering::SeqCst) >= 3, "pings: {pings:?}");
+    reader.abort();
+}
