@@ -52,8 +52,8 @@ step "cargo test (workspace)"
 cargo test --workspace
 scripts/bench.sh --smoke  # the load generator still works (tiny sizes, no timings asserted)
 
-step "vendored automerge: the patched change graph against 0.12.0's walk (vendor/README.md)"
-cargo test --locked --manifest-path vendor/automerge/Cargo.toml --lib change_graph
+step "vendored automerge: the patched change graph and change cache, and the sync tests (vendor/README.md)"
+cargo test --locked --manifest-path vendor/automerge/Cargo.toml --lib -- change_graph:: change_cache:: sync::
 
 step "fuzz smoke run: every target for about 20 s (fixed seed), after replaying its corpus and crashers"
 # Installs the nightly toolchain and cargo-fuzz when missing. Long runs:

@@ -260,6 +260,8 @@ pub struct Automerge {
     actor: Actor,
     /// The current author.
     author: Option<Author<'static>>,
+    /// casesync patch: changes already built for sync messages.
+    change_cache: crate::change_cache::ChangeCache,
 }
 
 impl Automerge {
@@ -273,6 +275,7 @@ impl Automerge {
             deps: Default::default(),
             actor: Actor::Unused(ActorId::random()),
             author: None,
+            change_cache: Default::default(),
         }
     }
 
@@ -313,6 +316,7 @@ impl Automerge {
             deps: Default::default(),
             actor: Actor::Unused(ActorId::random()),
             author: None,
+            change_cache: Default::default(),
         }
     }
 
@@ -328,6 +332,7 @@ impl Automerge {
             deps,
             actor: Actor::Unused(ActorId::random()),
             author: None,
+            change_cache: Default::default(),
         };
         doc.remove_unused_actors(false);
         doc
@@ -739,6 +744,16 @@ impl Automerge {
         I: IntoIterator<Item = ChangeHash>,
     {
         ChangeCollector::for_hashes(&self.ops, &self.change_graph, hashes)
+    }
+
+    /// casesync patch: [`Self::get_changes_by_hashes`] through the cache
+    /// of changes already built (`change_cache.rs`), for sync messages.
+    pub(crate) fn get_changes_for_sync(
+        &self,
+        hashes: Vec<ChangeHash>,
+    ) -> Result<Vec<Change>, AutomergeError> {
+        self.change_cache
+            .get_or_build(hashes, |h| self.get_changes_by_hashes(h))
     }
 
     pub(crate) fn exid_to_opid(&self, id: &ExId) -> Result<OpId, AutomergeError> {

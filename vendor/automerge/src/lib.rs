@@ -268,6 +268,7 @@ mod autocommit;
 mod automerge;
 mod autoserde;
 mod change;
+mod change_cache;
 mod change_graph;
 mod change_queue;
 mod clock;

@@ -227,7 +227,7 @@ impl SyncDoc for Automerge {
                     let all_hashes = self.change_graph.get_hashes(&[]);
                     MessageBuilder::new_v2(self.save(), all_hashes)
                 } else {
-                    let changes = self.get_changes_by_hashes(hashes.iter().copied()).ok()?;
+                    let changes = self.get_changes_for_sync(hashes).ok()?;
                     MessageBuilder::new(changes, sync_state)
                 }
             }
