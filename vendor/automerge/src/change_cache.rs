@@ -57,9 +57,9 @@ impl ChangeCache {
     /// from the cache where it has them and from `build` for the rest.
     ///
     /// If `build` returns a change under another hash than the one asked
-    /// for (automerge cannot always reproduce a change's bytes), or the
-    /// cache started over in the middle, the result is `build` of every
-    /// hash: exactly what automerge returned before this cache.
+    /// for (automerge cannot always reproduce a change's bytes), the result
+    /// is `build` of every hash: exactly what automerge returned before this
+    /// cache.
     pub(crate) fn get_or_build<F>(
         &self,
         hashes: Vec<ChangeHash>,
@@ -76,23 +76,28 @@ impl ChangeCache {
             .filter(|h| !inner.changes.contains_key(h))
             .copied()
             .collect();
-        if !missing.is_empty() {
-            for change in build(missing)? {
-                let len = change.raw_bytes().len();
-                if inner.bytes.saturating_add(len) > self.max_bytes {
-                    inner.changes.clear();
-                    inner.bytes = 0;
-                }
-                if len <= self.max_bytes {
-                    inner.bytes += len;
-                    inner.changes.insert(change.hash(), change);
-                }
-            }
-        }
+        let fresh: HashMap<ChangeHash, Change> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            build(missing)?.into_iter().map(|c| (c.hash(), c)).collect()
+        };
+        // The answer first, from the cache as it is and what was just
+        // built; the cache may start over while it takes the new changes.
         let found: Option<Vec<Change>> = hashes
             .iter()
-            .map(|h| inner.changes.get(h).cloned())
+            .map(|h| inner.changes.get(h).or_else(|| fresh.get(h)).cloned())
             .collect();
+        for (hash, change) in fresh {
+            let cost = Inner::cost(&change);
+            if inner.bytes.saturating_add(cost) > self.max_bytes {
+                inner.changes.clear();
+                inner.bytes = 0;
+            }
+            if cost <= self.max_bytes {
+                inner.bytes += cost;
+                inner.changes.insert(hash, change);
+            }
+        }
         match found {
             Some(changes) => Ok(changes),
             None => {
@@ -100,6 +105,17 @@ impl ChangeCache {
                 build(hashes)
             }
         }
+    }
+}
+
+impl Inner {
+    /// What keeping `change` costs, roughly: its bytes, the parsed change
+    /// beside them (column ranges, dependencies, actor) and the map's key.
+    fn cost(change: &Change) -> usize {
+        change.raw_bytes().len()
+            + std::mem::size_of::<Change>()
+            + 32 * change.deps().len()
+            + 2 * std::mem::size_of::<ChangeHash>()
     }
 }
 
@@ -203,21 +219,55 @@ mod tests {
     fn the_cache_starts_over_past_its_size_and_still_answers() {
         let mut rng = crate::make_rng();
         let doc = history(&mut rng, 3, 6);
-        let all: Vec<ChangeHash> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
-        let one = doc.get_changes(&[])[0].raw_bytes().len();
+        let changes = doc.get_changes(&[]);
+        let all: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+        let max = changes.iter().map(Inner::cost).max().unwrap() * 3;
         let cache = ChangeCache {
-            max_bytes: one * 3,
+            max_bytes: max,
             ..ChangeCache::default()
         };
-        let build = |h: Vec<ChangeHash>| doc.get_changes_by_hashes(h);
+        let builds = std::cell::Cell::new(0);
+        let build = |h: Vec<ChangeHash>| {
+            builds.set(builds.get() + 1);
+            doc.get_changes_by_hashes(h)
+        };
         for window in all.windows(5) {
+            builds.set(0);
             let got = cache.get_or_build(window.to_vec(), build).unwrap();
             assert_eq!(
                 bytes(&got),
                 bytes(&doc.get_changes_by_hashes(window.to_vec()).unwrap())
             );
+            // One build at most, even when the cache starts over.
+            assert!(builds.get() <= 1);
             let inner = cache.inner.lock().unwrap();
-            assert!(inner.bytes <= one * 3 + one, "{} bytes kept", inner.bytes);
+            assert!(inner.bytes <= max, "{} bytes kept of {max}", inner.bytes);
+        }
+    }
+
+    /// As on a server: changes are cached, the document grows, and the
+    /// next messages ask for old and new changes together.
+    #[test]
+    fn a_growing_document_gets_its_old_and_new_changes() {
+        let mut rng = crate::make_rng();
+        let mut doc = history(&mut rng, 2, 3);
+        for round in 0..5 {
+            let all: Vec<ChangeHash> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
+            let got = doc.get_changes_for_sync(all.clone()).unwrap();
+            assert_eq!(got.iter().map(|c| c.hash()).collect::<Vec<_>>(), all);
+            assert_eq!(bytes(&got), bytes(&doc.get_changes_by_hashes(all).unwrap()));
+            // Another device, with an actor of its own, edits concurrently.
+            let mut other = doc.fork();
+            for i in 0..1 + round % 3 {
+                let mut tx = other.transaction();
+                tx.put(ROOT, format!("k{i}"), format!("other {round}"))
+                    .unwrap();
+                tx.commit();
+            }
+            doc.merge(&mut other).unwrap();
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "round", round as i64).unwrap();
+            tx.commit();
         }
     }
 }
