@@ -3,8 +3,9 @@
 //! One task per connection. It authenticates before upgrading, runs every
 //! inbound frame through the session (guards, handshake, policy), hands
 //! document messages to the document actors, and writes what the actors send
-//! back. Liveness: any inbound frame or pong counts; a socket is dropped
-//! only after `idle_timeout` of total silence, never for one late pong.
+//! back. Liveness: any inbound frame or pong counts, and any write of ours
+//! other than a ping completed; a socket is dropped once a ping has gone
+//! `idle_timeout` without any of these, never for one late pong.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -146,7 +147,7 @@ fn connection(
     // the device's pongs went unread and it was closed as idle, and a
     // device blocked in its own send deadlocked with us until then (a
     // third of the 1,000 devices of the reconnect storm). Liveness is
-    // now any frame or pong read, or any write completed.
+    // now any frame or pong read, or any write completed but our pings.
     let (write_tx, write_rx) = mpsc::channel::<Box<Message>>(WRITE_QUEUE);
     let written = Arc::new(std::sync::Mutex::new(Instant::now()));
     let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
