@@ -24,11 +24,13 @@ use super::LoadError;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bytes received and sent on one device's sockets, over all its
-/// connections.
+/// connections, and the protocol messages (binary frames) among them.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
+    pub frames_rx: AtomicU64,
+    pub frames_tx: AtomicU64,
 }
 
 impl Counters {
@@ -40,9 +42,19 @@ impl Counters {
         self.tx.load(Ordering::Relaxed)
     }
 
+    pub fn frames_rx(&self) -> u64 {
+        self.frames_rx.load(Ordering::Relaxed)
+    }
+
+    pub fn frames_tx(&self) -> u64 {
+        self.frames_tx.load(Ordering::Relaxed)
+    }
+
     pub fn reset(&self) {
         self.rx.store(0, Ordering::Relaxed);
         self.tx.store(0, Ordering::Relaxed);
+        self.frames_rx.store(0, Ordering::Relaxed);
+        self.frames_tx.store(0, Ordering::Relaxed);
     }
 }
 

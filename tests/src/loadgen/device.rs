@@ -14,6 +14,7 @@
 //! the change is durable; the Node peer sends its sync reply from memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -553,6 +554,7 @@ impl SimDevice {
                 if let Err(e) = ws.feed(WsMessage::Binary(frame.into())).await {
                     return LinkEnd::Dropped(format!("send: {e}"));
                 }
+                self.counters.frames_tx.fetch_add(1, Ordering::Relaxed);
                 sent = true;
             }
             while self.engine.poll_store().is_some() {}
@@ -576,7 +578,10 @@ impl SimDevice {
                 }
                 _ = ctx.go.changed(), if waiting_for_go => {}
                 msg = ws.next() => match msg {
-                    Some(Ok(WsMessage::Binary(bytes))) => self.on_frame(&bytes, registry),
+                    Some(Ok(WsMessage::Binary(bytes))) => {
+                        self.counters.frames_rx.fetch_add(1, Ordering::Relaxed);
+                        self.on_frame(&bytes, registry);
+                    }
                     Some(Ok(WsMessage::Close(frame))) => {
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                             while let Some(Ok(_)) = ws.next().await {}

@@ -48,6 +48,8 @@ struct Collected {
     arrivals: Vec<Duration>,
     rx: u64,
     tx: u64,
+    frames_rx: u64,
+    frames_tx: u64,
     drops: u32,
     connections: u32,
     problems: Vec<String>,
@@ -60,6 +62,8 @@ fn collect(back: Vec<(SimDevice, Result<(), LoadError>)>) -> Collected {
         c.arrivals.append(&mut d.arrival_latencies);
         c.rx += d.counters.rx();
         c.tx += d.counters.tx();
+        c.frames_rx += d.counters.frames_rx();
+        c.frames_tx += d.counters.frames_tx();
         c.drops += d.drops;
         c.connections += d.connections;
         if c.problems.len() < 5 {
@@ -313,6 +317,8 @@ pub async fn storm(t: &Target, s: &Sizes) -> Result<Value, LoadError> {
         "dropped_sockets": back.drops,
         "connections": back.connections,
         "usage": usage.to_json(),
+        "messages_from_server": back.frames_rx,
+        "messages_to_server": back.frames_tx,
     });
     merge(&mut out, bytes_json(back.rx, back.tx, changes));
     Ok(out)
