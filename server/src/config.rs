@@ -34,8 +34,9 @@ pub struct Config {
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// A socket from which nothing at all (frames, pongs) arrived for this
-    /// long is closed. Generous on purpose: one late pong never drops a
-    /// peer in the middle of a sync.
+    /// long after a ping, and which took in nothing we sent, is closed; so
+    /// is one whose writer queue stayed full this long. Generous on
+    /// purpose: one late pong never drops a peer in the middle of a sync.
     pub idle_timeout: Duration,
     /// Where the field app and the admin console are served from, if built.
     pub app_dir: Option<PathBuf>,

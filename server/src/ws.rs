@@ -4,12 +4,15 @@
 //! inbound frame through the session (guards, handshake, policy), hands
 //! document messages to the document actors, and writes what the actors send
 //! back. Liveness: any inbound frame or pong counts, and any write of ours
-//! other than a ping completed; a socket is dropped once a ping has gone
-//! `idle_timeout` without any of these, never for one late pong.
+//! that had to wait for the device to take in what was sent before (the
+//! device is reading, only slowly); a socket is dropped once a ping has
+//! gone `idle_timeout` without any of these, never for one late pong, and
+//! once its writer queue has stayed full for `idle_timeout`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -41,10 +44,14 @@ const WRITE_QUEUE: usize = 64;
 type WriteTx = mpsc::Sender<Box<Message>>;
 
 /// The writer task of one socket: sends frames in order, and notes when a
-/// write completed (the device is reading: it is alive). Our own pings do
-/// not count: a few bytes always fit in the socket's buffer, read or not,
-/// so a device that vanished without closing would never time out. Ends at
-/// the close frame, when the queue closes, or when the socket fails.
+/// write completed after waiting for room in the socket: the device took
+/// in bytes sent earlier, so it is alive and reading, if slowly (its pong
+/// may be stuck behind a backlog of ours). A write the socket took at once
+/// says nothing: it fits in the kernel's buffer whether or not anyone
+/// reads, so counting it (as this once did for every write but pings) kept
+/// a device that vanished from a busy case connected until TCP gave up,
+/// about 15 minutes later. Ends at the close frame, when the queue closes,
+/// or when the socket fails.
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Box<Message>>,
@@ -52,16 +59,39 @@ async fn write_frames(
 ) {
     while let Some(frame) = frames.recv().await {
         let closing = matches!(*frame, Message::Close(_));
-        let ping = matches!(*frame, Message::Ping(_));
-        if sink.send(*frame).await.is_err() {
+        let send = sink.send(*frame);
+        tokio::pin!(send);
+        let sent = match futures_util::poll!(send.as_mut()) {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => {
+                let sent = send.await;
+                if sent.is_ok() {
+                    *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                }
+                sent
+            }
+        };
+        if sent.is_err() || closing {
             return;
         }
-        if !ping {
-            *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        }
-        if closing {
-            return;
-        }
+    }
+}
+
+/// Why a frame could not be queued for the writer task.
+const SEND_FAILED: &str = "send failed";
+const NOT_READING: &str = "device not reading";
+
+/// Queues `frame` for the socket's writer task, waiting at most `within`
+/// for room. The queue stays full only while the writer is blocked on a
+/// socket the device does not read: after `within` of that, the device is
+/// gone (or withholds its reads) and the connection ends. Waiting without
+/// a bound kept this connection's task blocked here, where it never got
+/// to its idle check.
+async fn queue_frame(sink: &WriteTx, frame: Message, within: Duration) -> Result<(), &'static str> {
+    match tokio::time::timeout(within, sink.send(Box::new(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SEND_FAILED),
+        Err(_) => Err(NOT_READING),
     }
 }
 
@@ -147,7 +177,8 @@ fn connection(
     // the device's pongs went unread and it was closed as idle, and a
     // device blocked in its own send deadlocked with us until then (a
     // third of the 1,000 devices of the reconnect storm). Liveness is
-    // now any frame or pong read, or any write completed but our pings.
+    // now any frame or pong read, or a write that waited for the device
+    // to read (`write_frames`).
     let (write_tx, write_rx) = mpsc::channel::<Box<Message>>(WRITE_QUEUE);
     let written = Arc::new(std::sync::Mutex::new(Instant::now()));
     let writer = tokio::spawn(write_frames(sink, write_rx, written.clone()));
@@ -175,6 +206,9 @@ pub(crate) struct Conn {
     /// storage, sent before the document loads). None over HTTP, whose
     /// frames leave with the response.
     direct: Option<WriteTx>,
+    /// Set when a frame could not be queued for the writer (see
+    /// [`queue_frame`]); the connection then ends.
+    write_failed: Option<&'static str>,
 }
 
 /// The close reason (and HTTP fallback answer) for a device over a rate
@@ -208,6 +242,7 @@ impl Conn {
             identity,
             rate: inner.rate_limits.connection(),
             direct: None,
+            write_failed: None,
         };
         (conn, out_rx)
     }
@@ -261,9 +296,10 @@ impl Conn {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_seen = Instant::now();
         // The first of our pings since the device last showed it is alive
-        // (a frame or pong read, a write of ours completed). The device is
-        // dropped once that ping has gone `idle_timeout` unanswered: never
-        // before it was asked, whatever the first ping's phase.
+        // (a frame or pong read, a write of ours that waited for it to
+        // read). The device is dropped once that ping has gone
+        // `idle_timeout` unanswered: never before it was asked, whatever
+        // the first ping's phase.
         let mut unanswered_since: Option<Instant> = None;
         let mut shutdown = self.state.inner.shutdown.clone();
         let expires_in = Duration::from_secs(
@@ -311,8 +347,9 @@ impl Conn {
                             Flow::Close(CLOSE_AWAY, "idle".into())
                         }
                         _ => {
-                            if sink.send(Box::new(Message::Ping(Default::default()))).await.is_err() {
-                                return "send failed".into();
+                            let ping = Message::Ping(Default::default());
+                            if let Err(why) = queue_frame(sink, ping, idle_timeout).await {
+                                return why.into();
                             }
                             unanswered_since.get_or_insert_with(Instant::now);
                             Flow::Continue
@@ -326,22 +363,21 @@ impl Conn {
                 _ = shutdown.changed() => Flow::Close(CLOSE_AWAY, "server shutting down".into()),
                 revocation = revocations.recv() => self.handle_revocation(revocation),
             };
+            if let Some(why) = self.write_failed {
+                return why.into();
+            }
             while let Some(frame) = self.session.poll_transmit() {
-                if sink
-                    .send(Box::new(Message::Binary(frame.into())))
-                    .await
-                    .is_err()
-                {
-                    return "send failed".into();
+                let frame = Message::Binary(frame.into());
+                if let Err(why) = queue_frame(sink, frame, idle_timeout).await {
+                    return why.into();
                 }
             }
             if let Flow::Close(code, reason) = flow {
-                let _ = sink
-                    .send(Box::new(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.chars().take(120).collect::<String>().into(),
-                    }))))
-                    .await;
+                let close = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.chars().take(120).collect::<String>().into(),
+                }));
+                let _ = queue_frame(sink, close, CLOSE_LINGER).await;
                 // Read (and drop) what the peer still sends until its close
                 // reply. Closing a TCP socket with unread input makes the
                 // kernel send a reset instead of a FIN, and a reset makes
@@ -544,12 +580,11 @@ impl Conn {
         let Some(writer) = self.direct.clone() else {
             return;
         };
+        let within = self.state.inner.config.idle_timeout;
         while let Some(frame) = self.session.poll_transmit() {
-            if writer
-                .send(Box::new(Message::Binary(frame.into())))
-                .await
-                .is_err()
-            {
+            let frame = Message::Binary(frame.into());
+            if let Err(why) = queue_frame(&writer, frame, within).await {
+                self.write_failed = Some(why);
                 return;
             }
         }

@@ -1,6 +1,7 @@
 //! Liveness of sync sockets: a device that vanishes without closing is
-//! dropped after `idle_timeout` of silence, and a device that answers the
-//! server's pings stays connected however long it has nothing to say.
+//! dropped after `idle_timeout` of silence, even while its case is busy and
+//! the server has much to send it, and a device that answers the server's
+//! pings stays connected however long it has nothing to say.
 
 mod support;
 
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::TestServer;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::SeedableRng;
+use support::{EngineDevice, TestServer};
+use sync_core::model::{Edit, Field, FieldValue, MilitaryField};
 
 // Short, so the tests are quick, but with room for a loaded CI machine:
 // a device that answers has 15 pings' time to be heard.
@@ -88,4 +92,50 @@ async fn a_device_that_answers_pings_stays_connected() {
     // within a second and a tick, then one every tick.
     assert!(pings.load(Ordering::SeqCst) >= 3, "pings: {pings:?}");
     reader.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
+    let server = quick_pings().await;
+    let token = server.token("olena", "phone");
+    let case = server.new_case(&token).await;
+    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
+    phone.find(case).await;
+    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
+    tablet.find(case).await;
+    wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
+
+    // From here on the tablet reads nothing, as if it had vanished, while
+    // the phone keeps its case busy. Each edit is a 4,000-byte value (the most a register takes) that does
+    // not compress, and the server sends every one on to the tablet: its
+    // writes first fill the socket's buffers, then block, and then the
+    // connection's queue fills. Before the fix, the writes the kernel took
+    // counted as the tablet being alive, and then the connection's task
+    // waited for room in its queue for good, never reaching its idle
+    // check: the tablet stayed connected until TCP gave up, about 15
+    // minutes later.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut edits = 0;
+    while server.metric("casesync_connections").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a device that read nothing for 60 s (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} edits to its case"
+        );
+        for _ in 0..16 {
+            phone.edit(
+                case,
+                &Edit::SetField {
+                    field: Field::Military(MilitaryField::Unit),
+                    value: FieldValue::Str(Alphanumeric.sample_string(&mut rng, 4000)),
+                },
+            );
+            edits += 1;
+        }
+        phone.wait_acknowledged(case).await;
+    }
+    // The phone, which reads, is still connected: every one of its edits
+    // was acknowledged as stored.
+    assert_eq!(server.metric("casesync_connections").await, 1.0);
+    drop(tablet);
 }
