@@ -255,7 +255,8 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, ChangeHeader)
         )?
         .to_vec();
     let seq = r.uleb("change seq")?;
-    if r.uleb("change start op")? == 0 {
+    let start_op = r.uleb("change start op")?;
+    if start_op == 0 {
         return Err(GuardError::Malformed("change start op is zero"));
     }
     r.sleb("change time")?;
@@ -299,6 +300,7 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, ChangeHeader)
         scans.push((spec, len, scan));
     }
     let ops = check_column_set(&scans, CHANGE_OP_COLUMNS)?;
+    check_op_counters(start_op, ops, &scans)?;
     // Automerge 0.12 panics applying a change that lists an actor none of
     // its operations refer to (`import_ops` looks each one up and unwraps);
     // automerge itself only ever lists the actors its operations use.
@@ -330,6 +332,44 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, ChangeHeader)
             others,
         },
     ))
+}
+
+/// The columns of a change that hold operation counters: the object's
+/// (unsigned), the key's and the predecessors' (both delta encoded).
+const OBJ_CTR_COLUMN: u32 = 0x02;
+const KEY_CTR_COLUMN: u32 = 0x13;
+const PRED_CTR_COLUMN: u32 = 0x73;
+
+/// Refuses a change with an operation counter automerge cannot hold: it
+/// keeps counters as `u32` and panics converting a larger one (`OpId::new`,
+/// `types.rs`, found by fuzzing; caught, but then the whole document is
+/// dropped and reloaded). The change's own operations are numbered from
+/// `start_op`, and the counters it refers to are in three columns; a
+/// negative one (a delta column run below zero) is refused too.
+fn check_op_counters(
+    start_op: u64,
+    ops: u64,
+    scans: &[(u32, u64, ColumnScan)],
+) -> Result<(), GuardError> {
+    let last = start_op.saturating_add(ops.saturating_sub(1));
+    if last > u64::from(u32::MAX) {
+        return Err(GuardError::Malformed(
+            "change numbers its operations past 2^32",
+        ));
+    }
+    for (spec, _, scan) in scans {
+        let (lo, hi) = match *spec {
+            OBJ_CTR_COLUMN => (0, i128::from(scan.max)),
+            KEY_CTR_COLUMN | PRED_CTR_COLUMN => scan.delta_range.unwrap_or((0, 0)),
+            _ => continue,
+        };
+        if lo < 0 || hi > i128::from(u32::MAX) {
+            return Err(GuardError::Malformed(
+                "change refers to an operation counter outside 0..2^32",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Column specifications (column id << 4 | type, without the deflate bit)
@@ -672,6 +712,7 @@ fn inflate_and_scan(
 /// Column types, from the low three bits of a column specification.
 const COLUMN_TYPE_GROUP: u32 = 0;
 const COLUMN_TYPE_ACTOR: u32 = 1;
+const COLUMN_TYPE_UINT: u32 = 2;
 const COLUMN_TYPE_DELTA: u32 = 3;
 const COLUMN_TYPE_BOOLEAN: u32 = 4;
 const COLUMN_TYPE_STRING: u32 = 5;
@@ -694,6 +735,8 @@ struct ColumnScan {
     sum: u64,
     /// Actor columns: the actor indexes used.
     actors: BTreeSet<u64>,
+    /// Unsigned integer columns: the largest value.
+    max: u64,
     /// Delta columns: the running (absolute) value, and the smallest and
     /// largest it reached, if any value was present.
     delta: i128,
@@ -721,6 +764,7 @@ impl ColumnScan {
             COLUMN_TYPE_VALUE_META => {
                 self.sum = self.sum.saturating_add((value >> 4).saturating_mul(repeat));
             }
+            COLUMN_TYPE_UINT => self.max = self.max.max(value),
             _ => {}
         }
         Ok(())
@@ -940,6 +984,126 @@ mod tests {
         check_chunks(second.raw_bytes(), &limits, &mut budget).expect("a real change");
         assert_eq!(budget.change_headers[0].hash, second.hash().0);
         assert_eq!(budget.change_headers[0].deps, vec![change.hash().0]);
+    }
+
+    fn uleb(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn sleb(value: i64, out: &mut Vec<u8>) {
+        let mut value = value;
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
+            out.push(if done { byte } else { byte | 0x80 });
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// A real one-operation change whose operations are renumbered from
+    /// `start_op` (the chunk's checksum is left stale: the guard does not
+    /// read it, automerge would refuse it).
+    fn change_starting_at(start_op: u64) -> Vec<u8> {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "unit", "93rd brigade")
+            .expect("a put");
+        let raw = doc.get_changes(&[]).remove(0).raw_bytes().to_vec();
+        // magic (4), checksum (4), type (1), body length (one byte: small).
+        let (header, body) = raw.split_at(10);
+        assert_eq!(header[8], CHUNK_CHANGE);
+        assert_eq!(usize::from(header[9]), body.len());
+        // No dependencies (0), the actor (16 bytes, length-prefixed), seq 1,
+        // then the start op, 1.
+        assert_eq!(&body[..2], &[0, 16]);
+        assert_eq!(&body[18..20], &[1, 1]);
+        let mut new_body = body[..19].to_vec();
+        uleb(start_op, &mut new_body);
+        new_body.extend_from_slice(&body[20..]);
+        let mut chunk = header[..9].to_vec();
+        uleb(new_body.len() as u64, &mut chunk);
+        chunk.extend(new_body);
+        chunk
+    }
+
+    #[test]
+    fn refuses_operation_counters_past_32_bits() {
+        let limits = Limits::default();
+        // The rebuilt chunk itself is sound: numbered from 1, or so that
+        // its one operation is the last counter automerge can hold.
+        check_chunks(&change_starting_at(1), &limits, &mut budget()).expect("start op 1");
+        check_chunks(
+            &change_starting_at(u64::from(u32::MAX)),
+            &limits,
+            &mut budget(),
+        )
+        .expect("start op 2^32 - 1");
+        assert_eq!(
+            check_chunks(
+                &change_starting_at(u64::from(u32::MAX) + 1),
+                &limits,
+                &mut budget()
+            ),
+            Err(GuardError::Malformed(
+                "change numbers its operations past 2^32"
+            ))
+        );
+
+        // Counters the operations refer to: a predecessor's (delta
+        // encoded), too large or below zero, and an object's.
+        let scan = |spec: u32, column: &[u8]| {
+            let cap = ItemCap {
+                limit: 10,
+                what: "test",
+            };
+            let scan = scan_column(spec, &mut slice_bytes(column), cap, 1).expect("a column");
+            (spec, column.len() as u64, scan)
+        };
+        let refused = Err(GuardError::Malformed(
+            "change refers to an operation counter outside 0..2^32",
+        ));
+        // A run of 2 repeating one step reaches 2^32 - 2, a run of 3 more.
+        let mut pred = vec![2];
+        sleb((1 << 31) - 1, &mut pred);
+        assert_eq!(
+            check_op_counters(1, 2, &[scan(PRED_CTR_COLUMN, &pred)]),
+            Ok(())
+        );
+        let mut pred = vec![3];
+        sleb((1 << 31) - 1, &mut pred);
+        assert_eq!(
+            check_op_counters(1, 3, &[scan(PRED_CTR_COLUMN, &pred)]),
+            refused
+        );
+        let mut key = vec![0x7f]; // one literal (-1)
+        sleb(-5, &mut key);
+        assert_eq!(
+            check_op_counters(1, 1, &[scan(KEY_CTR_COLUMN, &key)]),
+            refused
+        );
+        let mut obj = vec![1];
+        uleb(u64::from(u32::MAX), &mut obj);
+        assert_eq!(
+            check_op_counters(1, 1, &[scan(OBJ_CTR_COLUMN, &obj)]),
+            Ok(())
+        );
+        let mut obj = vec![1];
+        uleb(u64::from(u32::MAX) + 1, &mut obj);
+        assert_eq!(
+            check_op_counters(1, 1, &[scan(OBJ_CTR_COLUMN, &obj)]),
+            refused
+        );
     }
 
     #[test]
