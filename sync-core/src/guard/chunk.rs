@@ -986,29 +986,12 @@ mod tests {
         assert_eq!(budget.change_headers[0].deps, vec![change.hash().0]);
     }
 
-    fn uleb(mut value: u64, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
+    fn uleb(value: u64, out: &mut Vec<u8>) {
+        leb128::write::unsigned(out, value).expect("writing to a Vec");
     }
 
     fn sleb(value: i64, out: &mut Vec<u8>) {
-        let mut value = value;
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
-            out.push(if done { byte } else { byte | 0x80 });
-            if done {
-                return;
-            }
-        }
+        leb128::write::signed(out, value).expect("writing to a Vec");
     }
 
     /// A real one-operation change whose operations are renumbered from
