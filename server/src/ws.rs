@@ -4,10 +4,10 @@
 //! inbound frame through the session (guards, handshake, policy), hands
 //! document messages to the document actors, and writes what the actors send
 //! back. Liveness: any inbound frame or pong counts, and any write of ours
-//! that had to wait for the device to take in what was sent before (the
-//! device is reading, only slowly); a socket is dropped once a ping has
-//! gone `idle_timeout` without any of these, never for one late pong, and
-//! once its writer queue has stayed full for `idle_timeout`.
+//! that had to wait for the device's side to take in what was sent before
+//! (it is most likely reading, only slowly); a socket is dropped once a
+//! ping has gone `idle_timeout` without any of these, never for one late
+//! pong, and once its writer queue has stayed full for `idle_timeout`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -44,14 +44,14 @@ const WRITE_QUEUE: usize = 64;
 type WriteTx = mpsc::Sender<Box<Message>>;
 
 /// The writer task of one socket: sends frames in order, and notes when a
-/// write completed after waiting for room in the socket: the device took
-/// in bytes sent earlier, so it is alive and reading, if slowly (its pong
-/// may be stuck behind a backlog of ours). A write the socket took at once
-/// says nothing: it fits in the kernel's buffer whether or not anyone
-/// reads, so counting it (as this once did for every write but pings) kept
-/// a device that vanished from a busy case connected until TCP gave up,
-/// about 15 minutes later. Ends at the close frame, when the queue closes,
-/// or when the socket fails.
+/// write completed after waiting for room in the socket: the device's side
+/// took in bytes sent earlier, so it is alive and most likely reading, if
+/// slowly (its pong may be stuck behind a backlog of ours). A write the
+/// socket took at once says nothing: it fits in the kernel's buffer whether
+/// or not anyone reads, so counting it (as this once did for every write
+/// but pings) kept a device that vanished from a busy case connected until
+/// TCP gave up, about 15 minutes later. Ends at the close frame, when the
+/// queue closes, or when the socket fails.
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Box<Message>>,
@@ -61,11 +61,17 @@ async fn write_frames(
         let closing = matches!(*frame, Message::Close(_));
         let send = sink.send(*frame);
         tokio::pin!(send);
-        let sent = match futures_util::poll!(send.as_mut()) {
+        // Unconstrained: with tokio's per-task budget spent (a burst of
+        // queued frames), the first poll would be Pending with room in the
+        // socket.
+        let sent = match futures_util::poll!(tokio::task::unconstrained(send.as_mut())) {
             Poll::Ready(sent) => sent,
             Poll::Pending => {
+                let waiting_since = Instant::now();
                 let sent = send.await;
-                if sent.is_ok() {
+                // A wait this short was the lock the sink shares with the
+                // reading half, not a full socket.
+                if sent.is_ok() && waiting_since.elapsed() >= SOCKET_WAIT {
                     *written.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 }
                 sent
@@ -77,16 +83,20 @@ async fn write_frames(
     }
 }
 
+/// The shortest wait of a write that counts as waiting for the device.
+const SOCKET_WAIT: Duration = Duration::from_millis(1);
+
 /// Why a frame could not be queued for the writer task.
 const SEND_FAILED: &str = "send failed";
 const NOT_READING: &str = "device not reading";
+const WRITER_FAILED: &str = "device not reading, or its socket failed";
 
 /// Queues `frame` for the socket's writer task, waiting at most `within`
-/// for room. The queue stays full only while the writer is blocked on a
-/// socket the device does not read: after `within` of that, the device is
-/// gone (or withholds its reads) and the connection ends. Waiting without
-/// a bound kept this connection's task blocked here, where it never got
-/// to its idle check.
+/// for room. The queue stays full while the writer is blocked on a socket
+/// the device does not read (or on one frame so large that the device's
+/// link takes longer than `within` to carry it): after `within` of that,
+/// the connection ends. Waiting without a bound kept this connection's
+/// task blocked here, where it never got to its idle check.
 async fn queue_frame(sink: &WriteTx, frame: Message, within: Duration) -> Result<(), &'static str> {
     match tokio::time::timeout(within, sink.send(Box::new(frame))).await {
         Ok(Ok(())) => Ok(()),
@@ -204,11 +214,9 @@ pub(crate) struct Conn {
     /// The WebSocket's writer queue (drained by its own task), for frames
     /// that must leave before this connection's next await (the reply from
     /// storage, sent before the document loads). None over HTTP, whose
-    /// frames leave with the response.
+    /// frames leave with the response. Reset to None when a frame could
+    /// not be queued (see [`queue_frame`]); the connection then ends.
     direct: Option<WriteTx>,
-    /// Set when a frame could not be queued for the writer (see
-    /// [`queue_frame`]); the connection then ends.
-    write_failed: Option<&'static str>,
 }
 
 /// The close reason (and HTTP fallback answer) for a device over a rate
@@ -242,7 +250,6 @@ impl Conn {
             identity,
             rate: inner.rate_limits.connection(),
             direct: None,
-            write_failed: None,
         };
         (conn, out_rx)
     }
@@ -347,9 +354,13 @@ impl Conn {
                             Flow::Close(CLOSE_AWAY, "idle".into())
                         }
                         _ => {
-                            let ping = Message::Ping(Default::default());
-                            if let Err(why) = queue_frame(sink, ping, idle_timeout).await {
-                                return why.into();
+                            // Not waited for: a ping behind a full queue
+                            // would not be answered in time anyway, and
+                            // waiting would stop us reading the device's
+                            // pongs. It counts as asked all the same.
+                            let ping = Box::new(Message::Ping(Default::default()));
+                            if let Err(mpsc::error::TrySendError::Closed(_)) = sink.try_send(ping) {
+                                return SEND_FAILED.into();
                             }
                             unanswered_since.get_or_insert_with(Instant::now);
                             Flow::Continue
@@ -363,12 +374,18 @@ impl Conn {
                 _ = shutdown.changed() => Flow::Close(CLOSE_AWAY, "server shutting down".into()),
                 revocation = revocations.recv() => self.handle_revocation(revocation),
             };
-            if let Some(why) = self.write_failed {
-                return why.into();
+            if self.direct.is_none() {
+                return WRITER_FAILED.into();
             }
+            // What goes out before a close (an `error` frame) waits only as
+            // long as the close frame would.
+            let within = match flow {
+                Flow::Close(..) => CLOSE_LINGER,
+                Flow::Continue => idle_timeout,
+            };
             while let Some(frame) = self.session.poll_transmit() {
                 let frame = Message::Binary(frame.into());
-                if let Err(why) = queue_frame(sink, frame, idle_timeout).await {
+                if let Err(why) = queue_frame(sink, frame, within).await {
                     return why.into();
                 }
             }
@@ -583,8 +600,8 @@ impl Conn {
         let within = self.state.inner.config.idle_timeout;
         while let Some(frame) = self.session.poll_transmit() {
             let frame = Message::Binary(frame.into());
-            if let Err(why) = queue_frame(&writer, frame, within).await {
-                self.write_failed = Some(why);
+            if queue_frame(&writer, frame, within).await.is_err() {
+                self.direct = None;
                 return;
             }
         }

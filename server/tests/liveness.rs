@@ -106,14 +106,13 @@ async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
     wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
 
     // From here on the tablet reads nothing, as if it had vanished, while
-    // the phone keeps its case busy. Each edit is a 4,000-byte value (the most a register takes) that does
-    // not compress, and the server sends every one on to the tablet: its
-    // writes first fill the socket's buffers, then block, and then the
-    // connection's queue fills. Before the fix, the writes the kernel took
-    // counted as the tablet being alive, and then the connection's task
-    // waited for room in its queue for good, never reaching its idle
-    // check: the tablet stayed connected until TCP gave up, about 15
-    // minutes later.
+    // the phone keeps its case busy. Each edit is a 4,000-byte value (a
+    // register takes up to 4,096) that does not compress, and the server
+    // sends every one on to the tablet: its writes first fill the socket's
+    // buffers, then block, and then the connection's queue fills. Before
+    // the fix, the connection's task then waited for room in its queue for
+    // good, never reaching its idle check: the tablet stayed connected
+    // until TCP gave up, about 15 minutes later.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut edits = 0;
@@ -123,19 +122,56 @@ async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
             "a device that read nothing for 60 s (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} edits to its case"
         );
         for _ in 0..16 {
-            phone.edit(
-                case,
-                &Edit::SetField {
-                    field: Field::Military(MilitaryField::Unit),
-                    value: FieldValue::Str(Alphanumeric.sample_string(&mut rng, 4000)),
-                },
-            );
+            phone.edit(case, &unit(&Alphanumeric.sample_string(&mut rng, 4000)));
             edits += 1;
         }
         phone.wait_acknowledged(case).await;
     }
-    // The phone, which reads, is still connected: every one of its edits
-    // was acknowledged as stored.
+    // The phone, which reads, is still connected and served.
+    assert_eq!(server.metric("casesync_connections").await, 1.0);
+    phone.edit(case, &unit("after the tablet left"));
+    phone.wait_acknowledged(case).await;
+    assert_eq!(server.metric("casesync_connections").await, 1.0);
+    drop(tablet);
+}
+
+fn unit(value: &str) -> Edit {
+    Edit::SetField {
+        field: Field::Military(MilitaryField::Unit),
+        value: FieldValue::Str(value.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_reading_a_quiet_case_is_dropped() {
+    let server = quick_pings().await;
+    let token = server.token("olena", "phone");
+    let case = server.new_case(&token).await;
+    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
+    phone.find(case).await;
+    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
+    tablet.find(case).await;
+    wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
+
+    // The tablet reads nothing more; the phone makes a small edit now and
+    // then, which the server sends on to the tablet. Those few bytes fit
+    // in the socket's buffers, read or not, so the writes complete at
+    // once: before the fix each counted as the tablet being alive, and it
+    // stayed connected as long as the case had traffic.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut edits = 0;
+    while server.metric("casesync_connections").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a device that read nothing for 30 s (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} small edits to its case"
+        );
+        phone.edit(case, &unit(&format!("unit {edits}")));
+        phone.wait_acknowledged(case).await;
+        edits += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    phone.edit(case, &unit("after the tablet left"));
+    phone.wait_acknowledged(case).await;
     assert_eq!(server.metric("casesync_connections").await, 1.0);
     drop(tablet);
 }
