@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::SeedableRng;
 use support::{EngineDevice, TestServer};
+use sync_core::ids::DocumentId;
 use sync_core::model::{Edit, Field, FieldValue, MilitaryField};
 
 // Short, so the tests are quick, but with room for a loaded CI machine:
@@ -94,8 +95,16 @@ async fn a_device_that_answers_pings_stays_connected() {
     reader.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
+/// A phone and a tablet of one user, both synced with a new case.
+struct TwoDevices {
+    server: TestServer,
+    case: DocumentId,
+    phone: EngineDevice,
+    /// Never read again: it stands for a device that vanished.
+    _tablet: EngineDevice,
+}
+
+async fn phone_and_tablet_on_a_case() -> TwoDevices {
     let server = quick_pings().await;
     let token = server.token("olena", "phone");
     let case = server.new_case(&token).await;
@@ -104,35 +113,12 @@ async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
     let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
     tablet.find(case).await;
     wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
-
-    // From here on the tablet reads nothing, as if it had vanished, while
-    // the phone keeps its case busy. Each edit is a 4,000-byte value (a
-    // register takes up to 4,096) that does not compress, and the server
-    // sends every one on to the tablet: its writes first fill the socket's
-    // buffers, then block, and then the connection's queue fills. Before
-    // the fix, the connection's task then waited for room in its queue for
-    // good, never reaching its idle check: the tablet stayed connected
-    // until TCP gave up, about 15 minutes later.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut edits = 0;
-    while server.metric("casesync_connections").await > 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a device that read nothing for 60 s (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} edits to its case"
-        );
-        for _ in 0..16 {
-            phone.edit(case, &unit(&Alphanumeric.sample_string(&mut rng, 4000)));
-            edits += 1;
-        }
-        phone.wait_acknowledged(case).await;
+    TwoDevices {
+        server,
+        case,
+        phone,
+        _tablet: tablet,
     }
-    // The phone, which reads, is still connected and served.
-    assert_eq!(server.metric("casesync_connections").await, 1.0);
-    phone.edit(case, &unit("after the tablet left"));
-    phone.wait_acknowledged(case).await;
-    assert_eq!(server.metric("casesync_connections").await, 1.0);
-    drop(tablet);
 }
 
 fn unit(value: &str) -> Edit {
@@ -142,36 +128,70 @@ fn unit(value: &str) -> Edit {
     }
 }
 
+/// The phone makes rounds of edits (`round` returns the round's edits,
+/// then the phone waits for their acknowledgement) until the server has
+/// dropped the tablet; panics if that takes more than `within`. Then
+/// checks the phone, which reads, is still connected and served.
+async fn edit_until_the_tablet_is_dropped(
+    d: &mut TwoDevices,
+    within: Duration,
+    mut round: impl FnMut(usize) -> Vec<Edit>,
+    pause: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut edits = 0;
+    while d.server.metric("casesync_connections").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a device that read nothing for {within:?} (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} edits to its case"
+        );
+        for edit in round(edits) {
+            d.phone.edit(d.case, &edit);
+            edits += 1;
+        }
+        d.phone.wait_acknowledged(d.case).await;
+        tokio::time::sleep(pause).await;
+    }
+    assert_eq!(d.server.metric("casesync_connections").await, 1.0);
+    d.phone.edit(d.case, &unit("after the tablet left"));
+    d.phone.wait_acknowledged(d.case).await;
+    assert_eq!(d.server.metric("casesync_connections").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
+    let mut d = phone_and_tablet_on_a_case().await;
+    // From here on the tablet reads nothing, as if it had vanished, while
+    // the phone keeps its case busy. Each edit is a 4,000-byte value (a
+    // register takes up to 4,096) that does not compress, and the server
+    // sends every one on to the tablet: its writes first fill the socket's
+    // buffers, then block, and then the connection's queue fills. Before
+    // the fix, the connection's task then waited for room in its queue for
+    // good, never reaching its idle check: the tablet stayed connected
+    // until TCP gave up, about 15 minutes later.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let big = |_| {
+        (0..16)
+            .map(|_| unit(&Alphanumeric.sample_string(&mut rng, 4000)))
+            .collect()
+    };
+    edit_until_the_tablet_is_dropped(&mut d, Duration::from_secs(60), big, Duration::ZERO).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_stops_reading_a_quiet_case_is_dropped() {
-    let server = quick_pings().await;
-    let token = server.token("olena", "phone");
-    let case = server.new_case(&token).await;
-    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
-    phone.find(case).await;
-    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
-    tablet.find(case).await;
-    wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
-
+    let mut d = phone_and_tablet_on_a_case().await;
     // The tablet reads nothing more; the phone makes a small edit now and
     // then, which the server sends on to the tablet. Those few bytes fit
     // in the socket's buffers, read or not, so the writes complete at
     // once: before the fix each counted as the tablet being alive, and it
     // stayed connected as long as the case had traffic.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut edits = 0;
-    while server.metric("casesync_connections").await > 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a device that read nothing for 30 s (idle timeout {IDLE_TIMEOUT:?}) is still connected after {edits} small edits to its case"
-        );
-        phone.edit(case, &unit(&format!("unit {edits}")));
-        phone.wait_acknowledged(case).await;
-        edits += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    phone.edit(case, &unit("after the tablet left"));
-    phone.wait_acknowledged(case).await;
-    assert_eq!(server.metric("casesync_connections").await, 1.0);
-    drop(tablet);
+    let small = |n: usize| vec![unit(&format!("unit {n}"))];
+    edit_until_the_tablet_is_dropped(
+        &mut d,
+        Duration::from_secs(30),
+        small,
+        Duration::from_millis(300),
+    )
+    .await;
 }
