@@ -339,6 +339,12 @@ fn check_change_body(body: &[u8], limits: &Limits) -> Result<(u64, ChangeHeader)
 const OBJ_CTR_COLUMN: u32 = 0x02;
 const KEY_CTR_COLUMN: u32 = 0x13;
 const PRED_CTR_COLUMN: u32 = 0x73;
+const CHANGE_COUNTER_COLUMNS: &[u32] = &[OBJ_CTR_COLUMN, KEY_CTR_COLUMN, PRED_CTR_COLUMN];
+/// The same in a document's operations: the object's, the key's, the
+/// operation's own id and its successors'; and in its changes, each
+/// change's largest operation counter.
+const DOCUMENT_COUNTER_COLUMNS: &[u32] = &[OBJ_CTR_COLUMN, KEY_CTR_COLUMN, 0x23, 0x83];
+const DOCUMENT_CHANGE_COUNTER_COLUMNS: &[u32] = &[0x13];
 
 /// Refuses a change with an operation counter automerge cannot hold: it
 /// keeps counters as `u32` and panics converting a larger one (`OpId::new`,
@@ -357,15 +363,28 @@ fn check_op_counters(
             "change numbers its operations past 2^32",
         ));
     }
+    check_counter_columns(scans, CHANGE_COUNTER_COLUMNS)
+}
+
+/// Refuses a counter outside 0..2^32 in any of `columns` (each unsigned or
+/// delta encoded) of `scans`.
+fn check_counter_columns(
+    scans: &[(u32, u64, ColumnScan)],
+    columns: &[u32],
+) -> Result<(), GuardError> {
     for (spec, _, scan) in scans {
-        let (lo, hi) = match *spec {
-            OBJ_CTR_COLUMN => (0, i128::from(scan.max)),
-            KEY_CTR_COLUMN | PRED_CTR_COLUMN => scan.delta_range.unwrap_or((0, 0)),
+        let spec = spec & !COLUMN_DEFLATE;
+        if !columns.contains(&spec) {
+            continue;
+        }
+        let (lo, hi) = match spec & 0b111 {
+            COLUMN_TYPE_UINT => (0, i128::from(scan.max)),
+            COLUMN_TYPE_DELTA => scan.delta_range.unwrap_or((0, 0)),
             _ => continue,
         };
         if lo < 0 || hi > i128::from(u32::MAX) {
             return Err(GuardError::Malformed(
-                "change refers to an operation counter outside 0..2^32",
+                "an operation counter outside 0..2^32",
             ));
         }
     }
@@ -502,6 +521,7 @@ fn check_document_body(
         .iter()
         .find(|(spec, _, _)| spec & !COLUMN_DEFLATE == DOCUMENT_DEPS_INDEX_COLUMN)
         .and_then(|(_, _, scan)| scan.delta_range);
+    check_counter_columns(&changes, DOCUMENT_CHANGE_COUNTER_COLUMNS)?;
     let changes = check_column_set(&changes, DOCUMENT_CHANGE_COLUMNS)?;
     // A dependency is the index of another change of this document
     // (automerge 0.12 indexes its change list with it unchecked).
@@ -513,6 +533,9 @@ fn check_document_body(
         }
     }
     let ops = check_column_data(&mut r, &op_columns, cap, actors, budget)?;
+    // automerge keeps counters as `u32` and panics converting a larger one
+    // (`OpId::new`, `types.rs`), as for changes (`check_op_counters`).
+    check_counter_columns(&ops, DOCUMENT_COUNTER_COLUMNS)?;
     let ops = check_column_set(&ops, DOCUMENT_OP_COLUMNS)?;
     budget.ops = budget.ops.saturating_add(changes.max(ops));
     // The suffix: one LEB128 index per head (absent in old JS documents).
@@ -1054,7 +1077,7 @@ mod tests {
             (spec, column.len() as u64, scan)
         };
         let refused = Err(GuardError::Malformed(
-            "change refers to an operation counter outside 0..2^32",
+            "an operation counter outside 0..2^32",
         ));
         // A run of 2 repeating one step reaches 2^32 - 2, a run of 3 more.
         let mut pred = vec![2];
@@ -1086,6 +1109,26 @@ mod tests {
         assert_eq!(
             check_op_counters(1, 1, &[scan(OBJ_CTR_COLUMN, &obj)]),
             refused
+        );
+        // A document's own operation ids (delta encoded, deflated or not)
+        // and its changes' largest counters.
+        let mut ids = vec![2];
+        sleb(1 << 31, &mut ids);
+        let (_, len, id_scan) = scan(0x23, &ids);
+        let doc_ops = [(0x23 | COLUMN_DEFLATE, len, id_scan)];
+        assert_eq!(
+            check_counter_columns(&doc_ops, DOCUMENT_COUNTER_COLUMNS),
+            refused
+        );
+        assert_eq!(
+            check_counter_columns(&[scan(0x13, &ids)], DOCUMENT_CHANGE_COUNTER_COLUMNS),
+            refused
+        );
+        let mut ids = vec![2];
+        sleb((1 << 31) - 1, &mut ids);
+        assert_eq!(
+            check_counter_columns(&[scan(0x23, &ids)], DOCUMENT_COUNTER_COLUMNS),
+            Ok(())
         );
     }
 
