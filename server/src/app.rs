@@ -190,6 +190,7 @@ impl AppState {
             DocsConfig {
                 limits: config.limits.clone(),
                 idle_unload: config.idle_unload,
+                reply_wait: config.reply_wait,
                 panic_marker: config.test_panic_marker.clone(),
                 ..DocsConfig::default()
             },

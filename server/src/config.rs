@@ -38,6 +38,10 @@ pub struct Config {
     /// is one whose writer queue stayed full this long. Generous on
     /// purpose: one late pong never drops a peer in the middle of a sync.
     pub idle_timeout: Duration,
+    /// How long a case waits for a device to answer a sync message that
+    /// carried changes before it sends that device more (see
+    /// `DocsConfig::reply_wait`).
+    pub reply_wait: Duration,
     /// Where the field app and the admin console are served from, if built.
     pub app_dir: Option<PathBuf>,
     pub admin_dir: Option<PathBuf>,
@@ -62,6 +66,7 @@ impl Config {
             ws_read_buffer: 1024,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
+            reply_wait: crate::docs::DocsConfig::default().reply_wait,
             app_dir: default_dir("client-wasm/dist"),
             admin_dir: default_dir("admin"),
         }

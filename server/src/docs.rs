@@ -12,6 +12,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::FutureExt;
 use sync_core::engine::cold::ColdReply;
@@ -214,6 +216,15 @@ pub struct DocsConfig {
     /// (and when a document with new changes is unloaded), so a cold load
     /// reads one snapshot and a short tail.
     pub snapshot_every: usize,
+    /// Pacing (`DocSync::set_pacing`): after a sync message that carried
+    /// changes, a device gets nothing more from this case until it answers
+    /// (automerge peers answer such a message at once) or this long has
+    /// passed. A device that reads slowly then gets one message with all
+    /// that is new instead of a queue of small ones; one that answers in
+    /// milliseconds, as in live editing, is not slowed. The wait only
+    /// matters for a device with nothing to answer (it already had every
+    /// change it was sent), which is rare.
+    pub reply_wait: Duration,
     /// Test-only hook (issue 8, panic isolation): an actor that receives a
     /// change whose message is exactly this panics, as a bug would. Never
     /// set outside tests; the CLI offers no way to set it.
@@ -227,6 +238,7 @@ impl Default for DocsConfig {
             idle_unload: Duration::from_secs(60),
             queue: 1024,
             snapshot_every: 500,
+            reply_wait: Duration::from_secs(3),
             panic_marker: None,
         }
     }
@@ -356,9 +368,11 @@ impl Docs {
             tx.clone(),
             self.inner.metrics.clone(),
         ));
+        let mut sync = DocSync::new(automerge, self.inner.config.limits.clone());
+        sync.set_pacing(true);
         let actor = Actor {
             id: doc,
-            sync: DocSync::new(automerge, self.inner.config.limits.clone()),
+            sync,
             peers: HashMap::new(),
             store: self.inner.store.clone(),
             self_tx: tx,
@@ -376,6 +390,8 @@ impl Docs {
             deferred: VecDeque::new(),
             persist_tx,
             held_back: false,
+            awaiting: HashMap::new(),
+            reply_wait: self.inner.config.reply_wait,
         };
         let docs = self.clone();
         let idle = self.inner.config.idle_unload;
@@ -678,6 +694,10 @@ struct Actor {
     /// Some device was not sent what it could have been (its channel was
     /// nearly full); `route` runs again soon.
     held_back: bool,
+    /// Connections whose last sync message carried changes and has not been
+    /// answered, with when it went out (pacing; `DocsConfig::reply_wait`).
+    awaiting: HashMap<u64, Instant>,
+    reply_wait: Duration,
 }
 
 /// Most sync messages held back while the gate is closed; past it they are
@@ -722,8 +742,8 @@ impl Actor {
                     // A command arrived just as the time ran out.
                     Err(_) => continue,
                 }
-            } else if self.held_back {
-                match tokio::time::timeout(HELD_BACK_RETRY, rx.recv()).await {
+            } else if let Some(at) = self.next_retry() {
+                match tokio::time::timeout_at(at, rx.recv()).await {
                     Ok(Some(cmd)) => cmd,
                     Ok(None) => break,
                     Err(_) => {
@@ -849,9 +869,21 @@ impl Actor {
         }))
     }
 
+    /// When `route` must run again without a command: soon if a device was
+    /// held back, else when the first paced device's answer is overdue.
+    fn next_retry(&self) -> Option<Instant> {
+        let overdue = self.awaiting.values().min().map(|t| *t + self.reply_wait);
+        let held = self.held_back.then(|| Instant::now() + HELD_BACK_RETRY);
+        match (held, overdue) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn remove_conn(&mut self, conn_id: u64) -> Option<PeerHandle> {
         let p = self.peers.remove(&conn_id)?;
         self.heads_sent.remove(&conn_id);
+        self.awaiting.remove(&conn_id);
         if let Ok(mut subs) = self.subscribers.lock() {
             subs.remove(&conn_id);
         }
@@ -1310,6 +1342,24 @@ impl Actor {
             .await;
     }
 
+    /// True while `conn` is paced: it has not answered the last message
+    /// with changes it was sent, and `reply_wait` has not passed. Once it
+    /// has (or the device answered), the device is released.
+    fn paced(&mut self, conn: u64, peer: &PeerId, now: Instant) -> bool {
+        if !self.sync.awaiting_reply(peer) {
+            self.awaiting.remove(&conn);
+            return false;
+        }
+        match self.awaiting.get(&conn) {
+            Some(sent) if now.saturating_duration_since(*sent) < self.reply_wait => true,
+            _ => {
+                self.awaiting.remove(&conn);
+                self.sync.stop_waiting(peer);
+                false
+            }
+        }
+    }
+
     /// Sends what the gate lets out: sync messages, and durable heads to the
     /// peers that subscribed to them.
     fn route(&mut self) {
@@ -1330,6 +1380,7 @@ impl Actor {
         // headroom; the actor retries while any device is held back.
         let mut slow = Vec::new();
         let mut held_back = false;
+        let now = Instant::now();
         let conns: Vec<u64> = self.peers.keys().copied().collect();
         for conn in conns {
             let Some(p) = self.peers.get(&conn) else {
@@ -1340,9 +1391,15 @@ impl Actor {
                 continue;
             }
             let peer = p.peer.clone();
+            if self.paced(conn, &peer, now) {
+                continue;
+            }
             let Some(data) = self.sync.poll_outgoing_for(&peer) else {
                 continue;
             };
+            if self.sync.awaiting_reply(&peer) {
+                self.awaiting.insert(conn, now);
+            }
             let Some(p) = self.peers.get(&conn) else {
                 continue;
             };
@@ -1364,6 +1421,10 @@ impl Actor {
             let mut encoded: Option<Vec<String>> = None;
             for (conn, p) in &self.peers {
                 if !p.wants_heads || self.heads_sent.get(conn) == Some(&durable) {
+                    continue;
+                }
+                // A paced device hears of the heads with its next message.
+                if self.awaiting.contains_key(conn) {
                     continue;
                 }
                 if p.tx.capacity() < OUTBOUND_HEADROOM {

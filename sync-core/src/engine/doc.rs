@@ -44,6 +44,9 @@ struct PeerSync {
     /// time (the reconnect storm's profile).
     generated_at: Option<Vec<ChangeHash>>,
     heard_since: bool,
+    /// With pacing on: the last message sent to this peer carried changes
+    /// and the peer has not answered since (see [`DocSync::set_pacing`]).
+    awaiting_reply: bool,
 }
 
 impl PeerSync {
@@ -53,6 +56,7 @@ impl PeerSync {
             read_only,
             generated_at: None,
             heard_since: true,
+            awaiting_reply: false,
         }
     }
 
@@ -84,6 +88,8 @@ pub struct DocSync {
     /// The document's actors, for the guard that refuses changes naming
     /// unknown ones (see `guard::KnownActors`).
     known: KnownActors,
+    /// See [`Self::set_pacing`].
+    pacing: bool,
 }
 
 impl DocSync {
@@ -101,6 +107,42 @@ impl DocSync {
             in_flight: BTreeSet::new(),
             pending: Vec::new(),
             durable_heads,
+            pacing: false,
+        }
+    }
+
+    /// Paces what goes to each peer by its answers: once a message that
+    /// carries changes has gone to a peer, nothing more is generated for it
+    /// until it answers (an automerge peer answers every message that gives
+    /// it changes, with its new heads) or the driver gives up waiting
+    /// ([`Self::stop_waiting`]; this crate has no clock). Meanwhile the
+    /// document may move on; the peer then gets one message with
+    /// everything new instead of one per step. Without it, a server sent
+    /// every device a message each time the document's durable heads moved,
+    /// whether or not the device had read the last one: under a reconnect
+    /// storm, 44–55 messages per device and case, each with up to 2 KB of
+    /// heads and Bloom filter besides its changes (BENCHMARKS.md).
+    pub fn set_pacing(&mut self, on: bool) {
+        self.pacing = on;
+        if !on {
+            for p in self.peers.values_mut() {
+                p.awaiting_reply = false;
+            }
+        }
+    }
+
+    /// True while pacing holds messages for `peer` back: it has not answered
+    /// the last message with changes it was sent.
+    pub fn awaiting_reply(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.awaiting_reply)
+    }
+
+    /// Stops waiting for `peer`'s answer: the next poll may send it a
+    /// message again (the driver's time-out, for a peer that had nothing to
+    /// answer or whose answer is slow).
+    pub fn stop_waiting(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.awaiting_reply = false;
         }
     }
 
@@ -168,6 +210,7 @@ impl DocSync {
             .get_mut(peer)
             .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
         entry.heard_since = true;
+        entry.awaiting_reply = false;
         if let Err(e) = guard::receive_sync_message_known(
             &mut self.doc,
             &mut entry.state,
@@ -303,13 +346,17 @@ impl DocSync {
         let mut out = Vec::new();
         let mut failed = false;
         let heads = self.doc.get_heads();
+        let pacing = self.pacing;
         for (peer, p) in self.peers.iter_mut() {
-            if !p.may_have_news(&heads) {
+            if p.awaiting_reply || !p.may_have_news(&heads) {
                 continue;
             }
             p.generated(&heads);
             match guard::generate_sync_message(&self.doc, &mut p.state) {
-                Ok(Some(msg)) => out.push((peer.clone(), msg.encode())),
+                Ok(Some(msg)) => {
+                    p.awaiting_reply = pacing && !msg.changes.is_empty();
+                    out.push((peer.clone(), msg.encode()))
+                }
                 Ok(None) => {}
                 // A hostile state made automerge panic: stop serving this
                 // document; the driver reloads it from storage.
@@ -330,12 +377,15 @@ impl DocSync {
         }
         let heads = self.doc.get_heads();
         let p = self.peers.get_mut(peer)?;
-        if !p.may_have_news(&heads) {
+        if p.awaiting_reply || !p.may_have_news(&heads) {
             return None;
         }
         p.generated(&heads);
         match guard::generate_sync_message(&self.doc, &mut p.state) {
-            Ok(m) => m.map(|m| m.encode()),
+            Ok(m) => m.map(|m| {
+                p.awaiting_reply = self.pacing && !m.changes.is_empty();
+                m.encode()
+            }),
             Err(_) => {
                 self.in_flight.insert(u64::MAX);
                 None
