@@ -22,9 +22,16 @@ const PING_EVERY: Duration = Duration::from_millis(200);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 async fn quick_pings() -> TestServer {
+    quick_pings_paced(casesync_server::docs::DocsConfig::default().reply_wait).await
+}
+
+/// `reply_wait` short enough that a case sends a device each step though
+/// it never answers: what a connection with many busy cases gets.
+async fn quick_pings_paced(reply_wait: Duration) -> TestServer {
     TestServer::start_with(|c| {
         c.ping_interval = PING_EVERY;
         c.idle_timeout = IDLE_TIMEOUT;
+        c.reply_wait = reply_wait;
     })
     .await
 }
@@ -104,8 +111,7 @@ struct TwoDevices {
     _tablet: EngineDevice,
 }
 
-async fn phone_and_tablet_on_a_case() -> TwoDevices {
-    let server = quick_pings().await;
+async fn phone_and_tablet_on_a_case(server: TestServer) -> TwoDevices {
     let token = server.token("olena", "phone");
     let case = server.new_case(&token).await;
     let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
@@ -160,7 +166,9 @@ async fn edit_until_the_tablet_is_dropped(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
-    let mut d = phone_and_tablet_on_a_case().await;
+    // The case does not wait for the tablet's answers (pacing) more than
+    // a millisecond: this is the queue of a connection with many cases.
+    let mut d = phone_and_tablet_on_a_case(quick_pings_paced(Duration::from_millis(1)).await).await;
     // From here on the tablet reads nothing, as if it had vanished, while
     // the phone keeps its case busy. Each edit is a 4,000-byte value (a
     // register takes up to 4,096) that does not compress, and the server
@@ -180,7 +188,7 @@ async fn a_device_that_stops_reading_a_busy_case_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_stops_reading_a_quiet_case_is_dropped() {
-    let mut d = phone_and_tablet_on_a_case().await;
+    let mut d = phone_and_tablet_on_a_case(quick_pings().await).await;
     // The tablet reads nothing more; the phone makes a small edit now and
     // then, which the server sends on to the tablet. Those few bytes fit
     // in the socket's buffers, read or not, so the writes complete at

@@ -484,6 +484,28 @@ impl EngineDevice {
         }
     }
 
+    /// Waits for the next frame from the server and hands it to the engine
+    /// without sending anything back (a device that reads but has not
+    /// answered yet); the frame's bytes, or `None` if none came `within`.
+    pub async fn next_frame_unanswered(&mut self, within: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match next {
+                Some(Ok(Message::Binary(frame))) => {
+                    self.device
+                        .handle_frame(&frame)
+                        .unwrap_or_else(|e| panic!("engine device refused a server frame: {e}"));
+                    return Some(frame.to_vec());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                other => panic!("engine device: socket ended or sent text: {other:?}"),
+            }
+        }
+    }
+
     /// Handles frames until the server closes the socket; the close code.
     pub async fn wait_closed(&mut self) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + WAIT;

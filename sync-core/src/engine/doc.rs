@@ -421,3 +421,107 @@ pub enum DocSyncError {
     #[error(transparent)]
     Guard(#[from] GuardError),
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use automerge::sync::{Message, SyncDoc};
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    fn peer() -> PeerId {
+        PeerId::new("user:olena:phone").unwrap()
+    }
+
+    /// A server-side document with one change, and a phone (a plain
+    /// automerge document) that has nothing and has said so.
+    fn server_and_phone(pacing: bool) -> (DocSync, Automerge, State) {
+        let mut doc = Automerge::new();
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(ROOT, "unit", "72nd brigade")?;
+            Ok(())
+        })
+        .unwrap();
+        let mut server = DocSync::new(doc, Limits::default());
+        server.set_pacing(pacing);
+        server.add_peer(peer(), None, false);
+        let phone = Automerge::new();
+        let mut phone_state = State::new();
+        let hello = phone.generate_sync_message(&mut phone_state).unwrap();
+        server.handle_sync(&peer(), &hello.encode()).unwrap();
+        (server, phone, phone_state)
+    }
+
+    /// A local edit on the server, made durable at once.
+    fn edit(server: &mut DocSync, value: &str) {
+        server.edit(|doc| {
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(ROOT, "rank", value)?;
+                Ok(())
+            })
+            .unwrap();
+        });
+        for req in server.take_persist_requests() {
+            server.handle_persisted(req.token);
+        }
+    }
+
+    fn changes_in(data: &[u8]) -> usize {
+        Message::decode(data).unwrap().changes.len()
+    }
+
+    #[test]
+    fn pacing_holds_more_for_a_peer_until_it_answers() {
+        let (mut server, mut phone, mut phone_state) = server_and_phone(true);
+        let first = server.poll_outgoing_for(&peer()).expect("first message");
+        assert_eq!(changes_in(&first), 1);
+        assert!(server.awaiting_reply(&peer()));
+
+        // The document moves on twice before the phone answers: nothing
+        // more goes to it meanwhile.
+        edit(&mut server, "sergeant");
+        assert!(server.poll_outgoing_for(&peer()).is_none());
+        edit(&mut server, "lieutenant");
+        assert!(server.poll_outgoing().is_empty());
+
+        // Its answer releases it, and one message carries both edits (as
+        // changes, or as the whole document when that is smaller).
+        phone
+            .receive_sync_message(&mut phone_state, Message::decode(&first).unwrap())
+            .unwrap();
+        let answer = phone.generate_sync_message(&mut phone_state).unwrap();
+        server.handle_sync(&peer(), &answer.encode()).unwrap();
+        assert!(!server.awaiting_reply(&peer()));
+        let second = server.poll_outgoing_for(&peer()).expect("the catch-up");
+        assert!(changes_in(&second) > 0);
+        phone
+            .receive_sync_message(&mut phone_state, Message::decode(&second).unwrap())
+            .unwrap();
+        assert_eq!(phone.get_heads(), server.doc().get_heads());
+    }
+
+    #[test]
+    fn a_driver_time_out_releases_a_peer_that_does_not_answer() {
+        let (mut server, _phone, _state) = server_and_phone(true);
+        assert!(server.poll_outgoing_for(&peer()).is_some());
+        edit(&mut server, "sergeant");
+        assert!(server.poll_outgoing_for(&peer()).is_none());
+        server.stop_waiting(&peer());
+        let next = server
+            .poll_outgoing_for(&peer())
+            .expect("sent after the wait");
+        assert_eq!(changes_in(&next), 1);
+    }
+
+    #[test]
+    fn without_pacing_each_step_goes_out_at_once() {
+        let (mut server, _phone, _state) = server_and_phone(false);
+        assert!(server.poll_outgoing_for(&peer()).is_some());
+        assert!(!server.awaiting_reply(&peer()));
+        edit(&mut server, "sergeant");
+        let next = server.poll_outgoing_for(&peer()).expect("sent at once");
+        assert!(changes_in(&next) > 0);
+    }
+}

@@ -86,8 +86,11 @@ impl SimServer {
             for c in changes {
                 doc.load_incremental(c).unwrap();
             }
-            self.docs
-                .insert(*id, DocSync::new(doc, self.limits.clone()));
+            // Paced, as the server's document actors are; the network step
+            // that stands for `reply_wait` passing is `Sim::step_network`'s.
+            let mut sync = DocSync::new(doc, self.limits.clone());
+            sync.set_pacing(true);
+            self.docs.insert(*id, sync);
         }
         self.docs.get_mut(id)
     }
@@ -187,15 +190,21 @@ impl SimServer {
 
     fn route_outgoing(&mut self) {
         for (id, d) in self.docs.iter_mut() {
+            for (peer, data) in d.poll_outgoing() {
+                if let Some(s) = self.sessions.values_mut().find(|s| *s.peer() == peer) {
+                    s.send_sync(*id, data);
+                }
+            }
             // Tell subscribed peers what is durable now (the device's "saved
-            // to the server" signal).
+            // to the server" signal); a paced peer hears of it later, as
+            // from the server's actor.
             let durable: Vec<String> = d
                 .durable_heads()
                 .iter()
                 .map(sync_core::protocol::encode_head)
                 .collect();
             for (conn, s) in self.sessions.iter_mut() {
-                if s.wants_server_heads() && d.has_peer(s.peer()) {
+                if s.wants_server_heads() && d.has_peer(s.peer()) && !d.awaiting_reply(s.peer()) {
                     let last = self.heads_sent.entry((*conn, *id)).or_default();
                     if *last != durable {
                         last.clone_from(&durable);
@@ -203,12 +212,29 @@ impl SimServer {
                     }
                 }
             }
-            for (peer, data) in d.poll_outgoing() {
-                if let Some(s) = self.sessions.values_mut().find(|s| *s.peer() == peer) {
-                    s.send_sync(*id, data);
+        }
+    }
+
+    /// (document, peer) pairs held back by pacing, waiting for an answer.
+    pub fn awaiting(&self) -> Vec<(DocumentId, PeerId)> {
+        let mut out = Vec::new();
+        for (id, d) in &self.docs {
+            for peer in d.peers() {
+                if d.awaiting_reply(peer) {
+                    out.push((*id, peer.clone()));
                 }
             }
         }
+        out
+    }
+
+    /// `reply_wait` passes for one paced peer: the server stops waiting
+    /// for its answer and sends what it has.
+    pub fn reply_wait_passes(&mut self, id: &DocumentId, peer: &PeerId) {
+        if let Some(d) = self.docs.get_mut(id) {
+            d.stop_waiting(peer);
+        }
+        self.route_outgoing();
     }
 
     pub fn poll_transmit(&mut self, conn: usize) -> Option<Vec<u8>> {
@@ -246,6 +272,8 @@ pub struct Sim<R: RngCore> {
     pub devices: Vec<SimDevice>,
     pub docs: Vec<DocumentId>,
     pub steps: usize,
+    /// Steps taken while some peer was paced (waiting for its answer).
+    pub paced_steps: usize,
 }
 
 impl<R: RngCore> Sim<R> {
@@ -279,6 +307,7 @@ impl<R: RngCore> Sim<R> {
             devices,
             docs: docs.into_iter().map(|(id, _)| id).collect(),
             steps: 0,
+            paced_steps: 0,
         }
     }
 
@@ -371,12 +400,34 @@ impl<R: RngCore> Sim<R> {
             }
         }
         let fsync = self.server.has_queued_writes();
+        // A paced peer's `reply_wait` can run out at any moment, but only
+        // counts as a move while nothing else can: timers fire in a
+        // random order with the network, yet a quiet system with a peer
+        // still paced is not quiescent.
+        let awaiting = self.server.awaiting();
+        if !awaiting.is_empty() {
+            self.paced_steps += 1;
+        }
         if moves.is_empty() && !fsync {
-            return false;
+            if awaiting.is_empty() {
+                return false;
+            }
+            self.steps += 1;
+            let (id, peer) = &awaiting[self.rng.random_range(0..awaiting.len())];
+            self.server.reply_wait_passes(id, peer);
+            self.pump();
+            self.check_acks_durable();
+            return true;
         }
         self.steps += 1;
-        let pick = self.rng.random_range(0..moves.len() + usize::from(fsync));
-        if pick == moves.len() {
+        let timers = usize::from(!awaiting.is_empty() && self.rng.random_range(0..8) == 0);
+        let pick = self
+            .rng
+            .random_range(0..moves.len() + usize::from(fsync) + timers);
+        if pick == moves.len() + usize::from(fsync) {
+            let (id, peer) = &awaiting[self.rng.random_range(0..awaiting.len())];
+            self.server.reply_wait_passes(id, peer);
+        } else if pick == moves.len() {
             let n = self.rng.random_range(1..=3);
             self.server.fsync(n);
         } else {
