@@ -748,6 +748,10 @@ impl Actor {
                     Ok(None) => break,
                     Err(_) => {
                         self.route();
+                        if self.sync.is_poisoned() {
+                            reason = "document failed; reconnect";
+                            break;
+                        }
                         continue;
                     }
                 }
@@ -1378,20 +1382,30 @@ impl Actor {
         // in the middle of their sync, and they started over. Its channel
         // is shared by every document of the connection, hence the
         // headroom; the actor retries while any device is held back.
+        self.metrics.doc_routes.inc();
         let mut slow = Vec::new();
         let mut held_back = false;
+        // Devices still waiting to answer, before anything is sent now:
+        // they hear of the durable heads with their next message.
+        let mut paced = HashSet::new();
         let now = Instant::now();
         let conns: Vec<u64> = self.peers.keys().copied().collect();
         for conn in conns {
             let Some(p) = self.peers.get(&conn) else {
                 continue;
             };
-            if p.tx.capacity() < OUTBOUND_HEADROOM {
-                held_back = true;
+            let full = p.tx.capacity() < OUTBOUND_HEADROOM;
+            let peer = p.peer.clone();
+            // First, so that a wait that ran out is ended even for a device
+            // held back: its deadline must not stay in `next_retry`, which
+            // would then wake the actor at once, again and again.
+            if self.paced(conn, &peer, now) {
+                paced.insert(conn);
                 continue;
             }
-            let peer = p.peer.clone();
-            if self.paced(conn, &peer, now) {
+            if full {
+                held_back = true;
+                self.metrics.held_back.inc();
                 continue;
             }
             let Some(data) = self.sync.poll_outgoing_for(&peer) else {
@@ -1423,8 +1437,7 @@ impl Actor {
                 if !p.wants_heads || self.heads_sent.get(conn) == Some(&durable) {
                     continue;
                 }
-                // A paced device hears of the heads with its next message.
-                if self.awaiting.contains_key(conn) {
+                if paced.contains(conn) {
                     continue;
                 }
                 if p.tx.capacity() < OUTBOUND_HEADROOM {

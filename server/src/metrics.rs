@@ -51,6 +51,12 @@ pub struct Metrics {
     pub rejected_inputs: Counter,
     pub auth_failures: Counter,
     pub actor_panics: Counter,
+    /// Times a case's actor routed what it may send (after each command
+    /// and each timed retry): a case that spins shows here.
+    pub doc_routes: Counter,
+    /// Times a device was not sent a case's news because its outbound
+    /// channel was nearly full.
+    pub held_back: Counter,
 }
 
 impl Metrics {
@@ -115,6 +121,18 @@ impl Metrics {
             "counter",
             "Document actors that panicked and were restarted.",
             self.actor_panics.get().to_string(),
+        );
+        line(
+            "document_routes_total",
+            "counter",
+            "Times a document actor routed its outgoing messages (after each command or timed retry).",
+            self.doc_routes.get().to_string(),
+        );
+        line(
+            "devices_held_back_total",
+            "counter",
+            "Times a device was held back from a document's news because its outbound channel was nearly full.",
+            self.held_back.get().to_string(),
         );
         out.push_str(store);
         out

@@ -9,6 +9,8 @@ mod support;
 use std::time::Duration;
 
 use automerge::ChangeHash;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::SeedableRng;
 use support::{EngineDevice, TestServer};
 use sync_core::ids::DocumentId;
 use sync_core::model::{Edit, Field, FieldValue, MilitaryField};
@@ -128,4 +130,36 @@ async fn a_device_that_answers_is_sent_each_change_as_it_comes() {
             &serde_json::json!(value)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_device_does_not_make_its_case_spin() {
+    // A wait of a millisecond: the case sends the tablet, which reads
+    // nothing from here on, every step, until the tablet's outbound
+    // channel is nearly full and the case holds it back.
+    let (server, case, mut phone, _tablet) = phone_and_tablet(Duration::from_millis(1)).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while server.metric("casesync_devices_held_back_total").await == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tablet, reading nothing, was never held back"
+        );
+        for _ in 0..16 {
+            phone.edit(case, &unit(&Alphanumeric.sample_string(&mut rng, 4000)));
+        }
+        phone.wait_acknowledged(case).await;
+    }
+    // Quiet now. The tablet stays held back (it is dropped only after
+    // `idle_timeout`, 90 s), and its last wait has run out: the case
+    // retries it every 20 ms. Before the fix the run-out wait stayed the
+    // case's next deadline, already past, and the actor went round
+    // without pause: over a million turns in three seconds.
+    let before = server.metric("casesync_document_routes_total").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let routes = server.metric("casesync_document_routes_total").await - before;
+    assert!(
+        routes < 5_000.0,
+        "{routes} routes in 2 quiet seconds: the case spins"
+    );
 }
