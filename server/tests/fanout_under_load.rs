@@ -35,11 +35,7 @@ fn circumstances(device: &EngineDevice, doc: DocumentId) -> String {
 async fn other_devices_hear_of_edits_while_a_fast_stream_of_them_goes_on() {
     let (server, faulty) = TestServer::start_faulty().await;
     let olena = server.token("olena", "phone");
-    let case = server.new_case(&olena).await;
-    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
-    phone.find(case).await;
-    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
-    tablet.find(case).await;
+    let (case, mut phone, mut tablet) = support::phone_and_tablet_on_a_new_case(&server).await;
     faulty.slow_writes(SLOW_COMMIT);
 
     // The tablet listens until it has seen the 21st edit; it reports

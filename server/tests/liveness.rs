@@ -112,12 +112,7 @@ struct TwoDevices {
 }
 
 async fn phone_and_tablet_on_a_case(server: TestServer) -> TwoDevices {
-    let token = server.token("olena", "phone");
-    let case = server.new_case(&token).await;
-    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
-    phone.find(case).await;
-    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
-    tablet.find(case).await;
+    let (case, phone, tablet) = support::phone_and_tablet_on_a_new_case(&server).await;
     wait_for_connections(&server, 2.0, Duration::from_secs(5)).await;
     TwoDevices {
         server,

@@ -54,12 +54,7 @@ async fn phone_and_tablet(
     reply_wait: Duration,
 ) -> (TestServer, DocumentId, EngineDevice, EngineDevice) {
     let server = TestServer::start_with(|c| c.reply_wait = reply_wait).await;
-    let token = server.token("olena", "phone");
-    let case = server.new_case(&token).await;
-    let mut phone = EngineDevice::connect(&server, "olena", "phone").await;
-    phone.find(case).await;
-    let mut tablet = EngineDevice::connect(&server, "olena", "tablet").await;
-    tablet.find(case).await;
+    let (case, mut phone, mut tablet) = support::phone_and_tablet_on_a_new_case(&server).await;
     // Both have everything there is, and the tablet has answered it all.
     let now = edit(&mut phone, case, "set-up").await;
     tablet

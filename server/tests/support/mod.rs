@@ -373,6 +373,20 @@ pub fn at<'a>(tree: &'a Value, path: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// A new case, and Olena's phone and tablet, each connected and synced with
+/// it (the phone first).
+pub async fn phone_and_tablet_on_a_new_case(
+    server: &TestServer,
+) -> (DocumentId, EngineDevice, EngineDevice) {
+    let token = server.token("olena", "phone");
+    let case = server.new_case(&token).await;
+    let mut phone = EngineDevice::connect(server, "olena", "phone").await;
+    phone.find(case).await;
+    let mut tablet = EngineDevice::connect(server, "olena", "tablet").await;
+    tablet.find(case).await;
+    (case, phone, tablet)
+}
+
 /// A device built from sync-core's engine, driven over a real WebSocket:
 /// what the field app does, minus the browser.
 pub struct EngineDevice {

@@ -210,7 +210,6 @@ impl DocSync {
             .get_mut(peer)
             .ok_or_else(|| DocSyncError::UnknownPeer(peer.clone()))?;
         entry.heard_since = true;
-        entry.awaiting_reply = false;
         if let Err(e) = guard::receive_sync_message_known(
             &mut self.doc,
             &mut entry.state,
@@ -236,6 +235,19 @@ impl DocSync {
         // would hold one.
         if entry.state.sent_hashes.is_empty() {
             entry.state.sent_hashes = BTreeSet::new();
+        }
+        // The peer answered what it was sent once its heads cover every
+        // change sent to it (automerge has then trimmed them from
+        // `sent_hashes`), or when it asks for something. A message it sent
+        // before ours arrived, which a busy document may apply after
+        // sending ours, answers nothing and releases nothing.
+        let asks = entry
+            .state
+            .their_need
+            .as_ref()
+            .is_some_and(|need| !need.is_empty());
+        if entry.state.sent_hashes.is_empty() || asks {
+            entry.awaiting_reply = false;
         }
         if entry.read_only {
             // automerge's read-only state ignores changes; nothing to persist.
@@ -500,6 +512,37 @@ mod tests {
             .receive_sync_message(&mut phone_state, Message::decode(&second).unwrap())
             .unwrap();
         assert_eq!(phone.get_heads(), server.doc().get_heads());
+    }
+
+    #[test]
+    fn a_message_the_peer_sent_before_ours_arrived_releases_nothing() {
+        let (mut server, mut phone, mut phone_state) = server_and_phone(true);
+        let first = server.poll_outgoing_for(&peer()).expect("first message");
+        // Before the first message reaches it, the phone edits offline and
+        // sends that: its heads cannot cover what it has not yet received.
+        phone
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(ROOT, "call_sign", "Sokil")?;
+                Ok(())
+            })
+            .unwrap();
+        let crossing = phone.generate_sync_message(&mut phone_state).unwrap();
+        server.handle_sync(&peer(), &crossing.encode()).unwrap();
+        for req in server.take_persist_requests() {
+            server.handle_persisted(req.token);
+        }
+        assert!(server.awaiting_reply(&peer()));
+        assert!(server.poll_outgoing_for(&peer()).is_none());
+        // Its real answer, once the first message arrived, does.
+        phone
+            .receive_sync_message(&mut phone_state, Message::decode(&first).unwrap())
+            .unwrap();
+        let answer = phone.generate_sync_message(&mut phone_state).unwrap();
+        server.handle_sync(&peer(), &answer.encode()).unwrap();
+        for req in server.take_persist_requests() {
+            server.handle_persisted(req.token);
+        }
+        assert!(!server.awaiting_reply(&peer()));
     }
 
     #[test]
